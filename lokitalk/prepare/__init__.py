@@ -1,0 +1,1 @@
+"""The prepare step: turn a talking-head video into a training dataset."""

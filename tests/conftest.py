@@ -1,0 +1,27 @@
+"""Shared fixtures: paths to the real media (skipped when absent) and small synthetic inputs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("GLOG_minloglevel", "2")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("LOKITALK_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def shared_file(relative: str) -> Path:
+    """A file of ../shared/data, or a clean skip when the folder is not there."""
+    path = SHARED_DATA / relative
+    if not path.exists():
+        pytest.skip(f"real media not available: {path}")
+    return path
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)
