@@ -5,11 +5,16 @@ from lokitalk.prepare.av_offset import OffsetConfig, estimate_offset, lagged_cor
 
 
 def syllables(n, fps, rng):
-    """A talking mouth: 3-6 Hz open/close cycles with pauses."""
-    t = np.arange(n) / fps
-    rate = 4 + rng.standard_normal(n).cumsum() * 0.01
-    opening = np.maximum(0, np.sin(2 * np.pi * np.cumsum(rate) / fps)) ** 1.5
-    opening *= (np.sin(2 * np.pi * t / 3.7) > -0.6)  # pauses
+    """A talking mouth: syllables of random length (120-320 ms) and height, and pauses."""
+    opening = np.zeros(n)
+    k = 0
+    while k < n:
+        length = int(rng.integers(3, 9))
+        if rng.random() < 0.12:  # a pause
+            k += int(rng.integers(5, 15))
+            continue
+        opening[k:k + length] = rng.uniform(0.3, 1.0) * np.sin(np.linspace(0, np.pi, length))[: n - k]
+        k += length
     return opening
 
 

@@ -26,7 +26,7 @@ def angle_error_deg(a, b):
 def test_pose_fit_recovers_rotation_within_1deg_and_focal_within_5pct():
     template, points, rotation, translation = synthetic_sequence()
     fit = fit_head_pose(points, template.vertices, template.rigid, 256, 256)
-    assert abs(fit.focal_px - 420.0) / 420.0 < 0.05
+    assert fit.focal_source == "fitted" and abs(fit.focal_px - 420.0) / 420.0 < 0.05
     assert angle_error_deg(rotation, fit.rotation).max() < 1.0
     assert np.abs(fit.translation[:, 2] / translation[:, 2] - 1).max() < 0.06
     assert fit.reprojection_error_px < 1.0  # 0.5 px noise per coordinate
@@ -90,3 +90,14 @@ def test_fit_is_robust_to_a_few_wild_landmarks():
     corrupt[:, ids] += rng.normal(0, 25, (40, 12, 2))
     fit = fit_head_pose(corrupt, template.vertices, template.rigid, 256, 256, PoseConfig(shape_rounds=0))
     assert angle_error_deg(rotation, fit.rotation).max() < 2.0
+
+
+def test_orthographic_landmarks_get_the_default_focal():
+    """Landmarks with no perspective at all carry no focal information: the default is used."""
+    template, _, rotation, translation = synthetic_sequence(n=60, noise=0.0)
+    cam = np.einsum("nij,pj->npi", rotation, template.vertices.astype(float)) + translation[:, None]
+    points = cam[..., :2] / translation[:, None, 2:3] * 420.0 + 128  # weak perspective
+    fit = fit_head_pose(points, template.vertices, template.rigid, 256, 256)
+    assert fit.focal_source == "default" and fit.focal_px == pytest.approx(2.5 * 256)
+    # the camera model is now wrong (perspective vs none), so the angles are off a little
+    assert angle_error_deg(rotation, fit.rotation).max() < 5.0

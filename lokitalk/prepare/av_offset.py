@@ -9,7 +9,8 @@ series are first high-passed (minus a ~0.3 s moving average): what carries the t
 syllable rhythm (3-8 Hz), not slow drifts of posture or loudness. Loudness is measured in the
 speech band (300-3000 Hz) so that rumble and hiss do not count. The scan correlates the
 z-scored series over lags within +-max_lag_s, refines the peak to a
-fraction of a frame by a parabola, and calls the estimate confident when the peak is high,
+fraction of a frame by a parabola, and calls the estimate confident when the peak is high
+(above chance for the clip's length),
 stands above the median lag, and beats every lag three or more frames away from it (speech is
 rhythmic, so a peak one syllable away can rival the true one). Only confident estimates larger
 than one frame are applied: a one-frame
@@ -27,8 +28,9 @@ import numpy as np
 class OffsetConfig:
     max_lag_s: float = 0.4
     min_peak_correlation: float = 0.15
+    significance: float = 3.0  # the peak must also exceed significance / sqrt(frames)
     min_prominence: float = 0.08  # peak minus the median correlation over all lags
-    min_margin: float = 0.03  # peak minus the best correlation >= 3 frames away from it
+    min_margin: float = 0.08  # peak minus the best correlation >= 3 frames away from it
     apply_above_s: float = 0.041  # apply only offsets larger than about one frame at 25 fps
     energy_floor_db: float = 40.0  # energy is clipped this far below its 99th percentile
     detrend_s: float = 0.3  # moving-average window removed from both series
@@ -110,7 +112,9 @@ def estimate_offset(mouth_opening: np.ndarray, energy_db: np.ndarray, fps: float
     # speech is rhythmic: a second peak one syllable away can rival the true one
     distant = np.abs(lags - lags[best]) >= 3
     margin = peak - float(corr[distant].max()) if distant.any() else peak
-    confident = (peak >= config.min_peak_correlation and prominence >= config.min_prominence
+    # chance correlations of n frames reach ~1/sqrt(n): short clips need a higher peak
+    threshold = max(config.min_peak_correlation, config.significance / np.sqrt(len(mouth_opening)))
+    confident = (peak >= threshold and prominence >= config.min_prominence
                  and margin >= config.min_margin and not at_edge)
     return OffsetEstimate(offset_s=float((lags[best] + shift) / fps), peak_correlation=peak,
                           prominence=prominence, confident=confident, lags_s=lags / fps,

@@ -51,6 +51,7 @@ class PrepareConfig:
 
 
 def frame_path(root: Path, index: int, kind: str = "frames") -> Path:
+    """frames/*.jpg (RGB), alpha/*.png (person matte 0-255), masks/*.png (Region labels)."""
     return root / kind / f"{index:06d}.{'jpg' if kind == 'frames' else 'png'}"
 
 
@@ -114,10 +115,19 @@ def step_media(ctx: StepContext) -> dict[str, Any]:
     return {"frames": len(frames), "size": crop.out_size, "audio_s": audio_s}
 
 
-def step_landmarks(ctx: StepContext) -> dict[str, Any]:
+def step_analyse(ctx: StepContext) -> dict[str, Any]:
+    """The two per-frame networks: face mesh and person segmentation. They run in two threads
+    (mediapipe releases the GIL), which halves the wall time on a 2-core machine."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .segmentation import segment_person
+
     cfg: PrepareConfig = ctx.params["config"]
     frames = load_frames(ctx)
-    points, detected = track_landmarks(frames, cfg.landmarks, on_frame=lambda: ctx.progress(1, len(frames)))
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        person_job = pool.submit(segment_person, frames)
+        points, detected = track_landmarks(frames, cfg.landmarks, on_frame=lambda: ctx.progress(1, len(frames)))
+        person = person_job.result()
     coverage = float(detected.mean())
     if coverage < cfg.landmarks.min_face_coverage:
         raise InputError(f"{ctx.params['video']}: a face was tracked in only {100 * coverage:.0f}% of "
@@ -126,6 +136,10 @@ def step_landmarks(ctx: StepContext) -> dict[str, Any]:
     filled, valid = fill_gaps(points, detected, max_gap)
     np.save(ctx.path("landmarks.npy"), filled.astype(np.float32))
     np.save(ctx.path("valid.npy"), valid)
+    (ctx.work_dir / "alpha").mkdir(exist_ok=True)
+    for i, matte in enumerate(person):
+        cv2.imwrite(str(frame_path(ctx.work_dir, i, "alpha")), matte)
+    ctx.cache["person"] = person
     return {"face_coverage": coverage, "valid_fraction": float(valid.mean()),
             "interpolated_frames": int((valid & ~detected).sum())}
 
@@ -142,12 +156,13 @@ def step_pose(ctx: StepContext) -> dict[str, Any]:
              translation=fit.translation.astype(np.float32), euler_deg=euler.astype(np.float32),
              reprojection_error_px=fit.per_frame_error_px.astype(np.float32),
              shape=fit.shape.astype(np.float32), shape_ids=fit.point_ids)
-    camera = {"model": "pinhole", "convention": "opencv", "focal_px": fit.focal_px, "cx": fit.cx,
+    camera = {"model": "pinhole", "convention": "opencv", "focal_px": fit.focal_px,
+              "focal_source": fit.focal_source, "cx": fit.cx,
               "cy": fit.cy, "width": size, "height": size}
     from .runner import write_json_atomic
 
     write_json_atomic(ctx.path("camera.json"), camera)
-    return {"focal_px": fit.focal_px,
+    return {"focal_px": fit.focal_px, "focal_source": fit.focal_source,
             "reprojection_error_px": float(fit.per_frame_error_px[valid].mean()) if valid.any()
             else fit.reprojection_error_px,
             "yaw_range_deg": [float(euler[:, 0].min()), float(euler[:, 0].max())],
@@ -204,12 +219,14 @@ def step_audio(ctx: StepContext) -> dict[str, Any]:
 
 def step_masks(ctx: StepContext) -> dict[str, Any]:
     from .masks import Region, region_labels
-    from .segmentation import segment_person
 
     frames = load_frames(ctx)
     template = load_face_template()
     landmarks = np.load(ctx.path("landmarks.npy"))
-    person = segment_person(frames)
+    person = ctx.cache.get("person")
+    if person is None:  # resumed in a new process: read the mattes back
+        person = np.stack([cv2.imread(str(frame_path(ctx.work_dir, i, "alpha")), cv2.IMREAD_UNCHANGED)
+                           for i in range(len(frames))])
     (ctx.work_dir / "masks").mkdir(exist_ok=True)
     area = np.zeros(len(Region))
     labels_all = np.empty(frames.shape[:3], np.uint8)
@@ -266,11 +283,11 @@ def build_steps(config: PrepareConfig) -> list[Step]:
              "find the face, choose the crop"),
         Step("media", step_media, 1, (config.fps, config.jpeg_quality, config.min_audio_coverage),
              "decode, crop and resample"),
-        Step("landmarks", step_landmarks, 1, config.landmarks, "face landmarks"),
+        Step("analyse", step_analyse, 1, config.landmarks, "face landmarks and person matte"),
         Step("pose", step_pose, 1, config.pose, "head pose and camera"),
         Step("signals", step_signals, 1, config.signals, "eye, mouth and lip signals"),
         Step("audio", step_audio, 1, (config.av_offset, config.offset, config.audio), "audio offset and features"),
-        Step("masks", step_masks, 1, None, "region masks"),
+        Step("masks", step_masks, 1, None, "region masks"),  # after "analyse": needs its mattes
         Step("background", step_background, 1, None, "background plate"),
         Step("split", step_split, 1, config.test_fraction, "train/test split"),
         Step("report", step_report, 1, None, "contact sheet and plots"),
@@ -305,9 +322,9 @@ def prepare(video: Path, out: Path, audio: Path | None = None, config: PrepareCo
         return {
             "frames": n, "fps": config.fps, "duration_s": round(n / config.fps, 3),
             "width": r["media"]["size"], "height": r["media"]["size"],
-            "face_coverage": round(r["landmarks"]["face_coverage"], 4),
-            "valid_fraction": round(r["landmarks"]["valid_fraction"], 4),
-            "focal_px": round(r["pose"]["focal_px"], 2),
+            "face_coverage": round(r["analyse"]["face_coverage"], 4),
+            "valid_fraction": round(r["analyse"]["valid_fraction"], 4),
+            "focal_px": round(r["pose"]["focal_px"], 2), "focal_source": r["pose"]["focal_source"],
             "reprojection_error_px": round(r["pose"]["reprojection_error_px"], 3),
             "yaw_range_deg": [round(v, 1) for v in r["pose"]["yaw_range_deg"]],
             "blinks": r["signals"]["blinks"],
