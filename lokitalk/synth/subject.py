@@ -25,7 +25,8 @@ y 0..300) and animated with three image-space edits whose parameters are the gro
   sinusoids per parameter, bounded by +-4 degrees, +-6 px (at 256 px; proportional to size) and
   +-3 %.
 
-Rendering is a few remaps per frame on a cached rig (about 3 ms at 256 px on one core).
+Rendering is a few remaps per frame on a rig built once per size (about 0.5 s, mostly the GrabCut
+matte); a frame then takes about 2 ms at 256 px and 9 ms at 512 px on one CPU core.
 `write_clip` writes H.264 + AAC through lokitalk.media.video.write_video when that exists, and a
 small private PyAV writer otherwise.
 """
@@ -79,7 +80,7 @@ class SyntheticClip:
     eye_closure: np.ndarray  # [N] ground truth in [0,1] (1 fully closed)
     blink_frames: list[tuple[int, int]]  # (first, last) frame of each blink, inclusive
     head_roll_deg: np.ndarray  # [N] in-plane head rotation applied (positive: clockwise on screen)
-    head_shift_px: np.ndarray  # [N,2] (x, y) translation of the person, output pixels
+    head_shift_px: np.ndarray  # [N,2] (x, y) translation of the person, output px (the chin moves by exactly this)
     head_scale: np.ndarray  # [N] head scale about the chin (1 = the portrait's)
     envelope: np.ndarray  # speech envelope at 100 Hz on the video's timeline (before any delay)
     sample_rate: int = SAMPLE_RATE

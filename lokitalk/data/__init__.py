@@ -1,0 +1,1 @@
+"""The avatar dataset: reading prepared avatars (and, later, ray samplers)."""

@@ -1,0 +1,138 @@
+"""Bad input to `lokitalk prepare`: one line naming the problem, a non-zero exit, nothing left
+behind that looks like an avatar."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lokitalk.cli import main
+from lokitalk.media.audio import write_wav
+from lokitalk.media.video import write_video
+
+pytest.importorskip("mediapipe")
+
+SR = 16000
+
+
+def portrait(size=256):
+    import cv2
+    from skimage import data
+
+    return cv2.resize(data.astronaut()[0:380, 60:440], (size, size), interpolation=cv2.INTER_AREA)
+
+
+def tone(seconds):
+    t = np.arange(int(seconds * SR)) / SR
+    return (0.2 * np.sin(2 * np.pi * 220 * t) * (np.sin(2 * np.pi * 3 * t) > 0)).astype(np.float32)
+
+
+def still_video(path: Path, image, seconds=3.0, audio=True):
+    frames = [image] * int(seconds * 25)
+    return write_video(path, frames, 25.0, audio=tone(seconds) if audio else None)
+
+
+def run_cli(args, capsys):
+    old = sys.argv
+    sys.argv = ["lokitalk", *map(str, args)]
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            main()
+    finally:
+        sys.argv = old
+    err = capsys.readouterr().err.strip()
+    return exit_info.value.code, err
+
+
+def assert_clean_failure(code, err, out: Path, *needles):
+    assert code not in (0, None)
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    assert not out.exists() and not out.with_name(out.name + ".partial").exists()
+
+
+def test_not_a_video(tmp_path, capsys):
+    fake = tmp_path / "notes.mp4"
+    fake.write_text("these are my meeting notes, not a video\n" * 50)
+    out = tmp_path / "avatar"
+    assert_clean_failure(*run_cli(["prepare", fake, "--out", out], capsys), out, "not a video")
+
+
+def test_missing_file_and_directory(tmp_path, capsys):
+    out = tmp_path / "avatar"
+    assert_clean_failure(*run_cli(["prepare", tmp_path / "nope.mp4", "--out", out], capsys), out, "no such")
+    assert_clean_failure(*run_cli(["prepare", tmp_path, "--out", out], capsys), out, "directory")
+
+
+def test_truncated_video(tmp_path, capsys):
+    good = still_video(tmp_path / "good.mp4", portrait())
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    out = tmp_path / "avatar"
+    assert_clean_failure(*run_cli(["prepare", cut, "--out", out], capsys), out, "truncated or corrupt")
+
+
+def test_no_audio_and_no_audio_option(tmp_path, capsys):
+    video = still_video(tmp_path / "silent.mp4", portrait(), audio=False)
+    out = tmp_path / "avatar"
+    assert_clean_failure(*run_cli(["prepare", video, "--out", out], capsys), out, "no audio stream", "--audio")
+
+
+def test_no_face(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 255, (128, 128, 3), dtype=np.uint8) for _ in range(75)]
+    video = write_video(tmp_path / "noise.mp4", frames, 25.0, audio=tone(3.0))
+    out = tmp_path / "avatar"
+    assert_clean_failure(*run_cli(["prepare", video, "--out", out], capsys), out, "no face")
+
+
+def test_two_faces(tmp_path, capsys):
+    face = portrait(192)
+    video = still_video(tmp_path / "pair.mp4", np.concatenate([face, face], axis=1))
+    out = tmp_path / "avatar"
+    assert_clean_failure(*run_cli(["prepare", video, "--out", out], capsys), out, "two faces")
+
+
+def test_too_short(tmp_path, capsys):
+    video = still_video(tmp_path / "short.mp4", portrait(), seconds=1.5)
+    out = tmp_path / "avatar"
+    assert_clean_failure(*run_cli(["prepare", video, "--out", out], capsys), out, "at least 2 s")
+
+
+def test_audio_much_shorter_than_video(tmp_path, capsys):
+    video = still_video(tmp_path / "clip.mp4", portrait(), seconds=3.0, audio=False)
+    wav = write_wav(tmp_path / "short.wav", tone(1.0))
+    out = tmp_path / "avatar"
+    assert_clean_failure(*run_cli(["prepare", video, "--audio", wav, "--out", out], capsys), out,
+                         "the audio lasts 1.0 s")
+
+
+def test_bad_option_values(tmp_path, capsys):
+    out = tmp_path / "avatar"
+    video = tmp_path / "x.mp4"
+    video.write_bytes(b"")
+    assert_clean_failure(*run_cli(["prepare", video, "--out", out, "--av-offset", "soon"], capsys), out,
+                         "--av-offset")
+
+
+def test_refuses_to_write_into_a_foreign_folder(tmp_path, capsys):
+    video = still_video(tmp_path / "clip.mp4", portrait())
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "thesis.tex").write_text("do not touch")
+    code, err = run_cli(["prepare", video, "--out", out], capsys)
+    assert code != 0 and "is not a LokiTalk avatar" in err
+    assert (out / "thesis.tex").read_text() == "do not touch"
+
+
+def test_exit_code_and_single_line_from_a_real_process(tmp_path):
+    fake = tmp_path / "fake.mov"
+    fake.write_bytes(b"\x00" * 4096)
+    result = subprocess.run([sys.executable, "-m", "lokitalk.cli", "prepare", str(fake), "--out",
+                             str(tmp_path / "a")], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and result.stderr.startswith("error: ")
