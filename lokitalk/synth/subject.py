@@ -27,15 +27,13 @@ y 0..300) and animated with three image-space edits whose parameters are the gro
 
 Rendering is a few remaps per frame on a rig built once per size (about 0.5 s, mostly the GrabCut
 matte); a frame then takes about 2 ms at 256 px and 9 ms at 512 px on one CPU core.
-`write_clip` writes H.264 + AAC through lokitalk.media.video.write_video when that exists, and a
-small private PyAV writer otherwise.
+`write_clip` writes H.264 + AAC through lokitalk.media.video.write_video.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
 
@@ -533,42 +531,10 @@ def make_talking_clip(
 
 
 def write_clip(clip: SyntheticClip, path: str | Path, crf: int = 18) -> Path:
-    """Write the clip as an mp4 (H.264 yuv420p + AAC mono). Returns the path."""
+    """Write the clip as an mp4 (H.264 yuv420p + AAC mono), atomically. Returns the path."""
+    from ..media.video import write_video
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        from ..media.video import write_video
-    except ImportError:
-        write_video = None
-    if write_video is not None:
-        write_video(path, clip.frames, clip.fps, audio=clip.audio, sample_rate=clip.sample_rate, crf=crf)
-    else:
-        _write_mp4(path, clip.frames, clip.fps, clip.audio, clip.sample_rate, crf)
+    write_video(path, clip.frames, clip.fps, audio=clip.audio, sample_rate=clip.sample_rate, crf=crf)
     return path
-
-
-def _write_mp4(path: Path, frames: np.ndarray, fps: float, audio: np.ndarray | None, sample_rate: int, crf: int) -> None:
-    import av
-
-    rate = Fraction(fps).limit_denominator(1001)
-    with av.open(str(path), mode="w") as container:
-        video = container.add_stream("libx264", rate=rate)
-        video.width, video.height = int(frames.shape[2]), int(frames.shape[1])
-        video.pix_fmt = "yuv420p"
-        video.options = {"crf": str(crf), "preset": "medium"}
-        astream = None
-        if audio is not None and len(audio):
-            astream = container.add_stream("aac", rate=sample_rate, layout="mono")
-        for i, rgb in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
-            frame.pts = i
-            container.mux(video.encode(frame))
-        container.mux(video.encode(None))
-        if astream is not None:
-            samples = np.ascontiguousarray(np.clip(audio, -1.0, 1.0).astype(np.float32)[None, :])
-            aframe = av.AudioFrame.from_ndarray(samples, format="flt", layout="mono")
-            aframe.sample_rate = sample_rate
-            aframe.pts = 0
-            aframe.time_base = Fraction(1, sample_rate)
-            container.mux(astream.encode(aframe))
-            container.mux(astream.encode(None))
