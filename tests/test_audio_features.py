@@ -56,3 +56,13 @@ def test_frame_energy_follows_loudness():
     audio = np.concatenate([np.zeros(6400), 0.5 * np.ones(6400)]).astype(np.float32)
     energy = frame_energy_db(audio, 20, 25.0, 16000)
     assert energy[2] < -90 and energy[15] == pytest.approx(20 * np.log10(0.5), abs=0.1)
+
+
+def test_mel_filterbank_equals_librosa():
+    librosa = pytest.importorskip("librosa")
+    from lokitalk.prepare.audio_features import mel_filterbank
+
+    for sr, n_fft, n_mels, fmin, fmax in [(16000, 512, 80, 55.0, 7600.0), (22050, 1024, 40, 0.0, 8000.0)]:
+        ours = mel_filterbank(sr, n_fft, n_mels, fmin, fmax)
+        ref = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)
+        np.testing.assert_allclose(ours, ref, atol=1e-6)

@@ -101,3 +101,14 @@ def test_orthographic_landmarks_get_the_default_focal():
     assert fit.focal_source == "default" and fit.focal_px == pytest.approx(2.5 * 256)
     # the camera model is now wrong (perspective vs none), so the angles are off a little
     assert angle_error_deg(rotation, fit.rotation).max() < 5.0
+
+
+def test_numpy_savgol_equals_scipy(rng):
+    from scipy.signal import savgol_filter
+
+    from lokitalk.prepare.pose import savgol_smooth
+
+    values = rng.standard_normal((50, 3))
+    for window, order in [(7, 2), (5, 3), (9, 2)]:
+        np.testing.assert_allclose(savgol_smooth(values, window, order),
+                                   savgol_filter(values, window, order, axis=0, mode="interp"), atol=1e-10)

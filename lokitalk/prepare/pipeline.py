@@ -31,6 +31,7 @@ from .signals import (LipBasis, SignalConfig, align_to_head_frame, detect_blinks
 
 AVATAR_FORMAT = "lokitalk-avatar/1"
 FPS = 25.0
+FAST_PNG = [cv2.IMWRITE_PNG_COMPRESSION, 1]  # per-frame mattes and labels: speed over bytes
 
 
 @dataclass(frozen=True)
@@ -138,7 +139,7 @@ def step_analyse(ctx: StepContext) -> dict[str, Any]:
     np.save(ctx.path("valid.npy"), valid)
     (ctx.work_dir / "alpha").mkdir(exist_ok=True)
     for i, matte in enumerate(person):
-        cv2.imwrite(str(frame_path(ctx.work_dir, i, "alpha")), matte)
+        cv2.imwrite(str(frame_path(ctx.work_dir, i, "alpha")), matte, FAST_PNG)
     ctx.cache["person"] = person
     return {"face_coverage": coverage, "valid_fraction": float(valid.mean()),
             "interpolated_frames": int((valid & ~detected).sum())}
@@ -233,7 +234,7 @@ def step_masks(ctx: StepContext) -> dict[str, Any]:
     for i in range(len(frames)):
         labels = region_labels(person[i], landmarks[i, :, :2], template)
         labels_all[i] = labels
-        cv2.imwrite(str(frame_path(ctx.work_dir, i, "masks")), labels)
+        cv2.imwrite(str(frame_path(ctx.work_dir, i, "masks")), labels, FAST_PNG)
         area += np.bincount(labels.ravel(), minlength=len(Region))[: len(Region)]
         ctx.progress(1, len(frames))
     ctx.cache["labels"] = labels_all

@@ -26,7 +26,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.signal import savgol_filter
 from scipy.spatial.transform import Rotation
 
 
@@ -44,7 +43,7 @@ class PoseConfig:
     # field of view, typical of talking-head crops; ER-NeRF uses 1200 px at 450 px).
     default_focal_factor: float = 2.5
     focal_min_gain: float = 0.05  # a fitted focal must beat the near-orthographic end by 5 %
-    lm_iters: int = 12
+    lm_iters: int = 8
     shape_rounds: int = 2
     shape_prior_weight: float = 4.0  # pull of the adapted shape towards the template
     huber_px: float = 2.0
@@ -215,6 +214,29 @@ def _similarity_align(source: np.ndarray, target: np.ndarray) -> np.ndarray:
     return s0 + t_mean
 
 
+def savgol_smooth(values: np.ndarray, window: int, order: int) -> np.ndarray:
+    """Savitzky-Golay smoothing along axis 0 (centred: zero phase). Interior samples use the
+    centred least-squares polynomial; the first and last half-windows are evaluated on the
+    polynomial fitted to the first/last full window (scipy's mode="interp"). Kept in numpy so
+    that prepare does not pay scipy.signal's import (~0.9 s)."""
+    n, half = len(values), window // 2
+    offsets = np.arange(-half, half + 1)
+    vander = offsets[:, None] ** np.arange(order + 1)[None, :]  # [W, order+1]
+    fit = np.linalg.pinv(vander)  # polynomial coefficients from a window
+    flat = values.reshape(n, -1).astype(np.float64)
+    windows = np.lib.stride_tricks.sliding_window_view(flat, window, axis=0)  # [n-W+1, D, W]
+    out = flat.copy()
+    out[half:n - half] = windows @ fit[0]  # the fitted polynomial at the centre
+    for edge, positions in ((windows[0], offsets[:half]), (windows[-1], offsets[half + 1:])):
+        coeffs = edge @ fit.T  # [D, order+1]
+        at = (positions[:, None] ** np.arange(order + 1)[None, :]) @ coeffs.T  # [half, D]
+        if positions[0] < 0:
+            out[:half] = at
+        else:
+            out[n - half:] = at
+    return out.reshape(values.shape)
+
+
 def smooth_poses(rotation: np.ndarray, translation: np.ndarray, window: int, order: int
                  ) -> tuple[np.ndarray, np.ndarray]:
     """Zero-phase Savitzky-Golay smoothing: rotations as rotation vectors relative to the clip's
@@ -225,9 +247,9 @@ def smooth_poses(rotation: np.ndarray, translation: np.ndarray, window: int, ord
         return rotation, translation
     mean_rot = Rotation.from_matrix(rotation).mean()
     relative = (Rotation.from_matrix(rotation) * mean_rot.inv()).as_rotvec()
-    relative = savgol_filter(relative, window, order, axis=0, mode="interp")
+    relative = savgol_smooth(relative, window, order)
     smoothed_rot = (Rotation.from_rotvec(relative) * mean_rot).as_matrix()
-    smoothed_trans = savgol_filter(translation, window, order, axis=0, mode="interp")
+    smoothed_trans = savgol_smooth(translation, window, order)
     return smoothed_rot, smoothed_trans
 
 
