@@ -40,7 +40,7 @@ def main() -> None:
     print(f"# prepare on {len(videos)} clips; {platform.processor() or platform.machine()}, "
           f"{__import__('os').cpu_count()} cores, Python {platform.python_version()}")
     header = ("clip", "src", "fps", "dur_s", "out_px", "frames", "face_cov", "focal_px", "reproj_px",
-              "yaw_range", "blinks", "av_off_ms", "applied_ms", "wall_s", "x_realtime")
+              "yaw_range", "blinks", "av_off_ms", "confident", "applied_ms", "wall_s", "x_realtime")
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for entry in videos:
@@ -59,6 +59,7 @@ def main() -> None:
                    "focal_px": s["focal_px"], "reproj_px": s["reprojection_error_px"],
                    "yaw_range": f"{s['yaw_range_deg'][0]:.0f}..{s['yaw_range_deg'][1]:.0f}",
                    "blinks": s["blinks"], "av_off_ms": s["av_offset_ms"],
+                   "confident": "yes" if s["av_offset_confident"] else "no",
                    "applied_ms": s["av_offset_applied_ms"], "wall_s": round(wall, 1),
                    "x_realtime": round(s["duration_s"] / wall, 2)}
         except LokiTalkError as err:

@@ -1,0 +1,1 @@
+"""The NeRF: encodings, deformation fields, canonical field and renderer."""
