@@ -1,0 +1,104 @@
+"""Rays in the head frame, and batches of rays (or patches) with their per-frame conditioning.
+
+The head is static in its own frame and the camera moves (docs/CONVENTIONS.md): the ray through
+pixel (x, y) of frame n starts at the camera centre c_n = -R_n^T t_n and points along
+R_n^T K^-1 [x + 0.5, y + 0.5, 1]^T (pixel centres; OpenCV axes), normalised. Everything a model
+needs for those pixels travels in the batch (colour, matte, region label, frame index, the
+frame's driving signals), never as state patched onto the model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .avatar import Avatar
+
+
+def pixel_rays(rotation: np.ndarray, translation: np.ndarray, focal: float, cx: float, cy: float,
+               xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One frame's pose (head -> camera) and integer pixel coordinates [M] -> head-frame ray
+    origins [M,3] and unit directions [M,3]."""
+    cam_dirs = np.stack([(xs + 0.5 - cx) / focal, (ys + 0.5 - cy) / focal, np.ones_like(xs, dtype=np.float64)], -1)
+    dirs = cam_dirs @ rotation  # (R^T d)^T = d^T R
+    dirs /= np.linalg.norm(dirs, axis=-1, keepdims=True)
+    origin = -rotation.T @ translation
+    return np.broadcast_to(origin, dirs.shape).copy(), dirs
+
+
+def pixel_rays_reference(rotation, translation, focal, cx, cy, x: int, y: int) -> tuple[np.ndarray, np.ndarray]:
+    """Slow reference: one pixel, by inverting the projection with explicit matrices."""
+    k = np.array([[focal, 0, cx], [0, focal, cy], [0, 0, 1.0]])
+    cam_to_head = np.linalg.inv(np.vstack([np.hstack([rotation, translation[:, None]]), [0, 0, 0, 1]]))
+    d_cam = np.linalg.solve(k, np.array([x + 0.5, y + 0.5, 1.0]))
+    d = cam_to_head[:3, :3] @ d_cam
+    return cam_to_head[:3, 3], d / np.linalg.norm(d)
+
+
+@dataclass(frozen=True)
+class RayBatchConfig:
+    rays_per_batch: int = 4096
+    patch_size: int = 0  # > 0: square patches (for LPIPS) instead of scattered rays
+    mouth_fraction: float = 0.25  # share of rays drawn inside the mouth region (lip detail)
+
+
+class RaySampler:
+    """Draws training batches from an avatar's frames (train split only by default)."""
+
+    def __init__(self, avatar: Avatar, config: RayBatchConfig = RayBatchConfig(), frames: np.ndarray | None = None,
+                 seed: int = 0):
+        self.avatar = avatar
+        self.config = config
+        self.frames = avatar.split.train if frames is None else np.asarray(frames)
+        self.rng = np.random.default_rng(seed)
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    def _images(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if index not in self._cache:
+            if len(self._cache) > 256:  # bounded memory: frames are re-read from disk when evicted
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[index] = (self.avatar.frame(index), self.avatar.alpha(index), self.avatar.labels(index))
+        return self._cache[index]
+
+    def _pixels(self, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        h, w = labels.shape
+        n = self.config.rays_per_batch
+        if self.config.patch_size > 0:
+            p = self.config.patch_size
+            x0, y0 = self.rng.integers(0, w - p + 1), self.rng.integers(0, h - p + 1)
+            ys, xs = np.mgrid[y0:y0 + p, x0:x0 + p]
+            return xs.ravel(), ys.ravel()
+        from ..prepare.masks import Region
+
+        mouth_y, mouth_x = np.nonzero(labels == Region.MOUTH)
+        # drawn with replacement: a small mouth still gets its share of the rays
+        n_mouth = int(n * self.config.mouth_fraction) if len(mouth_x) else 0
+        pick = self.rng.integers(0, len(mouth_x), n_mouth) if n_mouth else np.zeros(0, int)
+        xs = np.concatenate([mouth_x[pick], self.rng.integers(0, w, n - n_mouth)])
+        ys = np.concatenate([mouth_y[pick], self.rng.integers(0, h, n - n_mouth)])
+        return xs, ys
+
+    def sample(self, frame: int | None = None) -> dict[str, torch.Tensor]:
+        """One batch from one frame (rays of a frame share its conditioning)."""
+        a = self.avatar
+        index = int(self.rng.choice(self.frames)) if frame is None else int(frame)
+        rgb, alpha, labels = self._images(index)
+        xs, ys = self._pixels(labels)
+        origins, dirs = pixel_rays(a.rotation[index], a.translation[index], a.camera.focal_px, a.camera.cx,
+                                   a.camera.cy, xs, ys)
+        return {
+            "origins": torch.from_numpy(origins).float(),
+            "directions": torch.from_numpy(dirs).float(),
+            "rgb": torch.from_numpy(rgb[ys, xs].astype(np.float32) / 255.0),
+            "alpha": torch.from_numpy(alpha[ys, xs].astype(np.float32) / 255.0),
+            "labels": torch.from_numpy(labels[ys, xs].astype(np.int64)),
+            "pixels": torch.from_numpy(np.stack([xs, ys], -1)),
+            "frame": torch.tensor(index),
+            "eye_ratio": torch.from_numpy(a.eye_ratio[index].astype(np.float32)),
+            "lip_feature": torch.from_numpy(a.lip_feature[index].astype(np.float32)),
+            "audio": torch.from_numpy(a.audio_features[index].astype(np.float32)),
+            "rotation": torch.from_numpy(a.rotation[index]).float(),
+            "translation": torch.from_numpy(a.translation[index]).float(),
+        }
