@@ -54,6 +54,7 @@ class RaySampler:
         self.frames = avatar.split.train if frames is None else np.asarray(frames)
         self.rng = np.random.default_rng(seed)
         self._cache: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self.background = avatar.background().astype(np.float32) / 255.0
 
     def _images(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if index not in self._cache:
@@ -92,6 +93,7 @@ class RaySampler:
             "origins": torch.from_numpy(origins).float(),
             "directions": torch.from_numpy(dirs).float(),
             "rgb": torch.from_numpy(rgb[ys, xs].astype(np.float32) / 255.0),
+            "background": torch.from_numpy(self.background[ys, xs]),
             "alpha": torch.from_numpy(alpha[ys, xs].astype(np.float32) / 255.0),
             "labels": torch.from_numpy(labels[ys, xs].astype(np.int64)),
             "pixels": torch.from_numpy(np.stack([xs, ys], -1)),

@@ -19,8 +19,10 @@ from typing import Callable
 import torch
 from torch import nn
 
-# field(points [M,3], ray_index [M]) -> (density [M], rgb [M,3])
-Field = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+# field(points [M,3], ray_index [M]) -> (density [M], rgb [M,3]) or (density, rgb, extras) where
+# extras maps names to per-sample values [M] (e.g. region attentions) that are composited with
+# the same weights as the colour (no background) into per-ray maps
+Field = Callable[[torch.Tensor, torch.Tensor], tuple]
 
 
 @dataclass(frozen=True)
@@ -38,19 +40,22 @@ class RenderOutput:
     depth: torch.Tensor  # [R] expected distance along the ray
     weights: torch.Tensor  # [R,S]
     evaluated: int  # samples the field was evaluated at
+    extras: dict[str, torch.Tensor] | None = None  # name -> [R] composited per-sample extras
 
 
 class OccupancyGrid(nn.Module):
     """A cubic grid over an axis-aligned box: which cells may contain density."""
 
-    def __init__(self, box_min, box_max, resolution: int = 64, decay: float = 0.95, threshold: float = 0.01):
+    def __init__(self, box_min, box_max, resolution: int = 64, decay: float = 0.95, threshold: float = 0.25):
+        # threshold in 1/metre: below it a sample of ~4 cm contributes under 1 % opacity
         super().__init__()
         self.resolution = resolution
         self.decay = decay
         self.threshold = threshold
         self.register_buffer("box_min", torch.as_tensor(box_min, dtype=torch.float32))
         self.register_buffer("box_max", torch.as_tensor(box_max, dtype=torch.float32))
-        self.register_buffer("density", torch.full((resolution,) * 3, 1e3))  # start all occupied
+        # every cell counts as occupied until the first update has measured it
+        self.register_buffer("density", torch.zeros((resolution,) * 3))
         self.register_buffer("occupied", torch.ones((resolution,) * 3, dtype=torch.bool))
 
     def cell_index(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -118,13 +123,19 @@ def render_rays(field: Field, origins: torch.Tensor, directions: torch.Tensor, b
                                                                        device=flat.device)
     density = torch.zeros(flat.shape[0], device=flat.device, dtype=flat.dtype)
     rgb = torch.zeros(flat.shape[0], 3, device=flat.device, dtype=flat.dtype)
+    extras: dict[str, torch.Tensor] = {}
     if keep.any():
-        d, c = field(flat[keep], ray_index[keep])
-        density = density.index_put((keep.nonzero()[:, 0],), d.to(density.dtype))
-        rgb = rgb.index_put((keep.nonzero()[:, 0],), c.to(rgb.dtype))
+        kept = keep.nonzero()[:, 0]
+        result = field(flat[keep], ray_index[keep])
+        d, c = result[0], result[1]
+        density = density.index_put((kept,), d.to(density.dtype))
+        rgb = rgb.index_put((kept,), c.to(rgb.dtype))
+        for name, value in (result[2] if len(result) > 2 else {}).items():
+            extras[name] = torch.zeros_like(density).index_put((kept,), value.to(density.dtype))
     out = composite(density.view(num_rays, -1), rgb.view(num_rays, -1, 3), t, config.far,
                     background.expand(num_rays, 3))
     out.evaluated = int(keep.sum())
+    out.extras = {name: (out.weights * value.view(num_rays, -1)).sum(1) for name, value in extras.items()}
     return out
 
 
@@ -140,7 +151,7 @@ def render_dense_reference(field: Field, origins: torch.Tensor, directions: torc
         transmittance = 1.0
         for k in range(s):
             point = origins[r] + t[k] * directions[r]
-            d, c = field(point[None], torch.tensor([r], device=origins.device))
+            d, c = field(point[None], torch.tensor([r], device=origins.device))[:2]
             delta = (t[k + 1] - t[k]) if k + 1 < s else max(config.far - t[k], 1e-4)
             alpha = 1.0 - torch.exp(-d[0] * delta)
             color = color + transmittance * alpha * c[0]

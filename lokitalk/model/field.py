@@ -1,0 +1,105 @@
+"""The canonical field and the talking-head model that puts deformation and field together.
+
+Canonical field (shared space of all frames): a point in the head frame's bounding box ->
+tri-plane features h -> density head (sigma and a geometry feature) -> colour head (geometry
+feature and view direction) -> rgb. Densities are exp of the raw output (clamped), so that
+empty space and opaque skin are both easy to reach.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from dataclasses import field as dc_field
+
+import torch
+from torch import nn
+
+from .deformation import DeformationConfig, build_deformation, mlp, positional_encoding
+from .encoding import TriPlaneConfig, TriPlaneEncoding
+
+# Head-frame box (metres) that holds head, hair, neck and shoulders (docs/CONVENTIONS.md):
+# x right, y down, z away from the camera, origin near the head's centre.
+DEFAULT_BOX_MIN = (-0.32, -0.26, -0.22)
+DEFAULT_BOX_MAX = (0.32, 0.42, 0.26)
+
+
+@dataclass(frozen=True)
+class FieldConfig:
+    grid: TriPlaneConfig = dc_field(default_factory=TriPlaneConfig)
+    box_min: tuple[float, float, float] = DEFAULT_BOX_MIN
+    box_max: tuple[float, float, float] = DEFAULT_BOX_MAX
+    hidden: int = 64
+    geometry_features: int = 15
+    direction_frequencies: int = 2
+    max_log_density: float = 12.0
+
+
+class CanonicalField(nn.Module):
+    def __init__(self, config: FieldConfig = FieldConfig()):
+        super().__init__()
+        self.config = config
+        self.encoding = TriPlaneEncoding(config.grid)
+        self.register_buffer("box_min", torch.tensor(config.box_min, dtype=torch.float32))
+        self.register_buffer("box_max", torch.tensor(config.box_max, dtype=torch.float32))
+        self.density_net = mlp(self.encoding.output_dim, config.hidden, 1 + config.geometry_features, layers=1)
+        with torch.no_grad():  # start nearly empty (density ~0.37/m), so that space can be pruned early
+            self.density_net[-1].bias[0] = -1.0
+        dir_dim = 3 + 6 * config.direction_frequencies
+        self.color_net = mlp(config.geometry_features + dir_dim, config.hidden, 3, layers=2)
+
+    def normalise(self, points: torch.Tensor) -> torch.Tensor:
+        return (points - self.box_min) / (self.box_max - self.box_min) * 2.0 - 1.0
+
+    def _raw(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.density_net(self.encoding(self.normalise(points)))
+        density = torch.exp(out[:, 0].clamp(max=self.config.max_log_density))
+        inside = ((points >= self.box_min) & (points <= self.box_max)).all(-1)
+        return density * inside, out[:, 1:]
+
+    def density(self, points: torch.Tensor) -> torch.Tensor:
+        return self._raw(points)[0]
+
+    def forward(self, points: torch.Tensor, directions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        density, geometry = self._raw(points)
+        d = positional_encoding(directions, self.config.direction_frequencies)
+        rgb = torch.sigmoid(self.color_net(torch.cat([geometry, d], -1)))
+        return density, rgb
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    field: FieldConfig = dc_field(default_factory=FieldConfig)
+    deformation: DeformationConfig = dc_field(default_factory=DeformationConfig)
+
+
+def pose_vector(rotation: torch.Tensor, translation: torch.Tensor) -> torch.Tensor:
+    """[3,3], [3] -> [6]: rotation vector (axis * angle) and translation, the torso's pose input."""
+    cos = ((rotation.trace() - 1) / 2).clamp(-1 + 1e-7, 1 - 1e-7)
+    angle = torch.acos(cos)
+    axis = torch.stack([rotation[2, 1] - rotation[1, 2], rotation[0, 2] - rotation[2, 0],
+                        rotation[1, 0] - rotation[0, 1]]) / (2 * torch.sin(angle) + 1e-8)
+    return torch.cat([axis * angle, translation])
+
+
+class TalkingHead(nn.Module):
+    """Deformation + canonical field. `field_for(batch)` gives the renderer's field function
+    for one frame's conditioning; it also returns per-sample attentions for region losses."""
+
+    def __init__(self, config: ModelConfig = ModelConfig()):
+        super().__init__()
+        self.config = config
+        self.deformation = build_deformation(config.deformation)
+        self.canonical = CanonicalField(config.field)
+
+    def field_for(self, batch: dict[str, torch.Tensor], directions: torch.Tensor):
+        lip = batch["lip_feature"].to(directions.device)
+        eye = batch["eye_ratio"].to(directions.device)
+        pose = pose_vector(batch["rotation"].to(directions.device), batch["translation"].to(directions.device))
+
+        def field_fn(points: torch.Tensor, ray_index: torch.Tensor):
+            m = points.shape[0]
+            deformed = self.deformation(points, lip.expand(m, -1), eye.expand(m, -1), pose.expand(m, -1))
+            density, rgb = self.canonical(deformed.canonical, directions[ray_index])
+            return density, rgb, deformed.attention
+
+        return field_fn

@@ -1,0 +1,1 @@
+"""Rendering a trained model: batches of rays, whole frames, videos."""

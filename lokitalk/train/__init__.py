@@ -1,0 +1,1 @@
+"""Training: presets, losses, checkpoints and the training loop."""

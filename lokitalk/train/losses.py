@@ -1,0 +1,46 @@
+"""Training losses. Each takes the rendered output and the batch, and returns a scalar."""
+
+from __future__ import annotations
+
+import torch
+
+from ..prepare.masks import Region
+
+# which region masks supervise which attention of the region deformation
+ATTENTION_REGIONS = {
+    "lip": (Region.MOUTH,),
+    "eye": (Region.EYES,),
+    "torso": (Region.NECK, Region.TORSO),
+}
+
+
+def region_mask(labels: torch.Tensor, regions) -> torch.Tensor:
+    mask = torch.zeros_like(labels, dtype=torch.float32)
+    for region in regions:
+        mask = mask + (labels == int(region)).float()
+    return mask
+
+
+def photometric_loss(rgb: torch.Tensor, target: torch.Tensor, labels: torch.Tensor, mouth_weight: float) -> torch.Tensor:
+    """Mean squared error with extra weight on the mouth (lips carry the lip sync)."""
+    weight = 1.0 + mouth_weight * (labels == int(Region.MOUTH)).float()
+    return (weight[:, None] * (rgb - target) ** 2).sum() / (3 * weight.sum())
+
+
+def opacity_loss(opacity: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """The rendered person's opacity should match the segmentation matte."""
+    return ((opacity - alpha) ** 2).mean()
+
+
+def attention_loss(attention_maps: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+    """Each signal's rendered influence should fall inside its own region and nowhere else."""
+    total = torch.zeros((), device=labels.device)
+    for name, regions in ATTENTION_REGIONS.items():
+        if name in attention_maps:
+            total = total + ((attention_maps[name] - region_mask(labels, regions)) ** 2).mean()
+    return total
+
+
+def psnr(mse: torch.Tensor | float) -> float:
+    value = float(mse)
+    return float("inf") if value <= 0 else -10.0 * torch.log10(torch.tensor(value)).item()

@@ -1,0 +1,200 @@
+"""The training loop for one person: `lokitalk train AVATAR_DIR --out MODEL_DIR`.
+
+Training frames only (the avatar's split); per-frame conditioning travels in the batch. The
+occupancy grid is refreshed by a periodic callback. A checkpoint every `checkpoint_every` steps
+holds the model, the grid, the optimizer and every random state, so `--resume` after a kill
+continues the same trajectory, losing at most the steps since the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .. import __version__
+from ..data.avatar import load_avatar
+from ..data.rays import RayBatchConfig, RaySampler
+from ..errors import InputError
+from ..model.field import TalkingHead
+from ..model.renderer import OccupancyGrid, RenderConfig
+from ..render.frames import render_batch
+from .checkpoint import load_checkpoint, model_config_to_dict, save_checkpoint
+from .config import TrainConfig
+from .losses import attention_loss, opacity_loss, photometric_loss, psnr
+
+MODEL_FORMAT = "lokitalk-model/1"
+
+
+@dataclass
+class Callback:
+    """Periodic work: run `fn(step)` every `every` steps from `start` on."""
+
+    every: int
+    fn: Callable[[int], None]
+    start: int = 0
+
+    def maybe_run(self, step: int) -> None:
+        if step >= self.start and step % self.every == 0:
+            self.fn(step)
+
+
+def choose_device(requested: str) -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError("--device cuda asked for, but this torch has no CUDA device")
+    return torch.device(requested)
+
+
+def _parameter_groups(model: TalkingHead, config: TrainConfig) -> list[dict]:
+    grid_params = list(model.canonical.encoding.parameters())
+    grid_ids = {id(p) for p in grid_params}
+    rest = [p for p in model.parameters() if id(p) not in grid_ids]
+    return [{"params": grid_params, "lr": config.lr_grid}, {"params": rest, "lr": config.lr_network}]
+
+
+def build_model(config: TrainConfig, lip_dim: int, device: torch.device) -> TalkingHead:
+    deformation = replace(config.model.deformation, lip_dim=lip_dim)
+    return TalkingHead(replace(config.model, deformation=deformation)).to(device)
+
+
+def train(avatar_dir: Path, model_dir: Path, config: TrainConfig, device: str = "auto", resume: bool = False,
+          show_progress: bool = True, stop_after: int | None = None) -> dict:
+    """Train (or resume) a model; returns a summary. `stop_after` ends the run early after
+    that many steps of this call (used to simulate a kill in tests)."""
+    avatar = load_avatar(avatar_dir)
+    model_dir = Path(model_dir)
+    dev = choose_device(device)
+    if model_dir.exists() and not resume and any(model_dir.iterdir()):
+        raise InputError(f"{model_dir} exists: pass --resume to continue it, or choose another --out")
+    model_dir.mkdir(parents=True, exist_ok=True)
+
+    torch.manual_seed(config.seed)
+    lip_dim = avatar.lip_feature.shape[1]
+    model = build_model(config, lip_dim, dev)
+    field_cfg = model.config.field
+    grid = OccupancyGrid(field_cfg.box_min, field_cfg.box_max, config.occupancy_resolution).to(dev)
+    optimizer = torch.optim.Adam(_parameter_groups(model, config), betas=(0.9, 0.99), eps=1e-15)
+    decay = config.lr_final_fraction ** (1.0 / max(config.steps, 1))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: decay**s)
+    sampler = RaySampler(avatar, RayBatchConfig(config.rays_per_batch, 0, config.mouth_fraction), seed=config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    render_cfg = RenderConfig(samples_per_ray=config.samples_per_ray, stratified=True)
+
+    (model_dir / "model.json").write_text(json.dumps({
+        "format": MODEL_FORMAT, "lokitalk_version": __version__, "avatar": str(Path(avatar_dir).resolve()),
+        "avatar_identity": avatar.summary.get("source", {}), "preset": config.preset,
+        "model": model_config_to_dict(model.config), "train": {k: v for k, v in config.__dict__.items()
+                                                               if k != "model"},
+        "device": str(dev)}, indent=2))
+
+    start_step = 0
+    restored = load_checkpoint(model_dir) if resume else None
+    if restored is not None:
+        start_step, tensors, state = restored
+        model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+        grid.load_state_dict({k[len("grid."):]: v for k, v in tensors.items() if k.startswith("grid.")})
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        sampler.rng.bit_generator.state = state["sampler_rng"]
+        generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+
+    def checkpoint(step: int) -> None:
+        tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+        tensors.update({f"grid.{k}": v.float() if v.dtype == torch.bool else v for k, v in grid.state_dict().items()})
+        save_checkpoint(model_dir, step, tensors, {
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "sampler_rng": sampler.rng.bit_generator.state, "generator": generator.get_state(),
+            "torch_rng": torch.get_rng_state()})
+
+    def update_grid(step: int) -> None:
+        grid.update(model.canonical.density, generator=generator)
+        # deformations move points by millimetres: keep one cell of margin around what is occupied
+        dilated = torch.nn.functional.max_pool3d(grid.occupied[None, None].float(), 3, 1, 1)[0, 0] > 0
+        grid.occupied.copy_(dilated)
+
+    callbacks = [Callback(config.occupancy_every, update_grid, config.occupancy_warmup)]
+    log_path = model_dir / "train_log.csv"
+    new_log = not log_path.exists() or start_step == 0
+    log_file = open(log_path, "w" if new_log else "a", newline="")
+    writer = csv.writer(log_file)
+    if new_log:
+        writer.writerow(["step", "loss", "psnr", "lr_grid", "lr_network", "occupied", "elapsed_s"])
+    progress = _progress(show_progress, config.steps, start_step)
+    started = time.perf_counter()
+    last_loss = float("nan")
+    step = start_step
+    try:
+        for step in range(start_step, config.steps):
+            if stop_after is not None and step - start_step >= stop_after:
+                break
+            batch = sampler.sample()
+            out = render_batch(model, batch, grid, render_cfg, generator)
+            target = batch["rgb"].to(dev)
+            labels = batch["labels"].to(dev)
+            photo = photometric_loss(out.rgb, target, labels, config.mouth_weight)
+            loss = photo + config.alpha_weight * opacity_loss(out.opacity, batch["alpha"].to(dev))
+            if config.model.deformation.kind == "region" and config.attention_weight > 0:
+                loss = loss + config.attention_weight * attention_loss(out.extras, labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            last_loss = loss.detach().item()
+            done = step + 1
+            for callback in callbacks:
+                callback.maybe_run(done)
+            if done % config.log_every == 0 or done == config.steps:
+                mse = float(((out.rgb.detach() - target) ** 2).mean())
+                writer.writerow([done, f"{last_loss:.6f}", f"{psnr(mse):.3f}", f"{scheduler.get_last_lr()[0]:.3e}",
+                                 f"{scheduler.get_last_lr()[1]:.3e}", f"{float(grid.occupied.float().mean()):.4f}",
+                                 f"{time.perf_counter() - started:.1f}"])
+                log_file.flush()
+            if done % config.checkpoint_every == 0 or done == config.steps:
+                checkpoint(done)
+            progress(done, last_loss)
+        else:
+            step = config.steps
+    finally:
+        log_file.close()
+        progress(None, None)
+    finished = (load_checkpoint(model_dir) or (0,))[0] >= config.steps
+    if finished:
+        _export_final(model_dir)
+    return {"steps": (load_checkpoint(model_dir) or (0,))[0], "finished": finished, "last_loss": last_loss,
+            "elapsed_s": round(time.perf_counter() - started, 2), "device": str(dev)}
+
+
+def _export_final(model_dir: Path) -> None:
+    """The finished model: the last checkpoint's tensors under the name readers look for."""
+    import shutil
+
+    tmp = model_dir / "model.safetensors.tmp"
+    shutil.copyfile(model_dir / "checkpoint.safetensors", tmp)
+    tmp.replace(model_dir / "model.safetensors")
+
+
+def _progress(show: bool, total: int, start: int):
+    if not show:
+        return lambda done, loss: None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    bar = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
+                   TimeRemainingColumn(), transient=True)
+    bar.start()
+    task = bar.add_task("train", total=total, completed=start, loss="-")
+
+    def update(done, loss):
+        if done is None:
+            bar.stop()
+            return
+        bar.update(task, completed=done, loss=f"{loss:.4f}")
+
+    return update

@@ -1,0 +1,87 @@
+import torch
+
+from lokitalk.model.deformation import DeformationConfig, build_deformation, positional_encoding
+from lokitalk.model.field import ModelConfig, TalkingHead, pose_vector
+
+
+def inputs(m=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.rand(m, 3, generator=g) - 0.5) * 0.4
+    lip = torch.randn(m, 16, generator=g)
+    eye = torch.rand(m, 2, generator=g) * 0.3
+    pose = torch.randn(m, 6, generator=g) * 0.1
+    return x, lip, eye, pose
+
+
+def test_a_fresh_deformation_is_the_identity():
+    for kind in ("region", "global"):
+        torch.manual_seed(0)
+        deform = build_deformation(DeformationConfig(kind=kind))
+        x, lip, eye, pose = inputs()
+        out = deform(x, lip, eye, pose)
+        torch.testing.assert_close(out.canonical, x)
+
+
+def perturb_outputs(deform):
+    with torch.no_grad():
+        for p in deform.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+
+
+def lip_influence(deform, x, lip, eye, pose):
+    lip = lip.clone().requires_grad_(True)
+    deform(x, lip, eye, pose).canonical.sum().backward()
+    return lip.grad.abs().sum(1)  # per point
+
+
+def test_region_ties_the_lip_signal_to_where_its_attention_is():
+    torch.manual_seed(1)
+    deform = build_deformation(DeformationConfig(kind="region"))
+    perturb_outputs(deform)
+    x, lip, eye, pose = inputs()
+    influence = lip_influence(deform, x, lip, eye, pose)
+    assert influence.min() > 0  # attention is never exactly zero after sigmoid
+    # force the lip attention to zero everywhere: the lip feature can no longer move any point
+    with torch.no_grad():
+        deform.face_attention[-1].bias[0] = -1e4
+    assert lip_influence(deform, x, lip, eye, pose).max() == 0
+    # eye and pose still act
+    eye = eye.clone().requires_grad_(True)
+    deform(x, lip, eye, pose).canonical.sum().backward()
+    assert eye.grad.abs().sum() > 0
+
+
+def test_global_deformation_lets_every_signal_move_every_point():
+    torch.manual_seed(2)
+    deform = build_deformation(DeformationConfig(kind="global"))
+    perturb_outputs(deform)
+    x, lip, eye, pose = inputs()
+    assert lip_influence(deform, x, lip, eye, pose).min() > 0
+
+
+def test_region_attentions_are_probabilities_per_point():
+    deform = build_deformation(DeformationConfig(kind="region"))
+    out = deform(*inputs())
+    for name in ("lip", "eye", "torso"):
+        assert out.attention[name].shape == (64,)
+        assert torch.all((out.attention[name] >= 0) & (out.attention[name] <= 1))
+
+
+def test_positional_encoding_and_pose_vector():
+    x = torch.tensor([[0.25, -0.5, 0.0]])
+    enc = positional_encoding(x, 2)
+    assert enc.shape == (1, 15)
+    torch.testing.assert_close(enc[0, 3:9:2], torch.sin(torch.pi * x[0]))  # [x,y,z] x [f0,f1], flattened
+    angle = 0.3
+    rot = torch.tensor([[1.0, 0, 0], [0, torch.cos(torch.tensor(angle)), -torch.sin(torch.tensor(angle))],
+                        [0, torch.sin(torch.tensor(angle)), torch.cos(torch.tensor(angle))]])
+    vec = pose_vector(rot, torch.tensor([0.0, 0.0, 1.0]))
+    torch.testing.assert_close(vec, torch.tensor([angle, 0.0, 0.0, 0.0, 0.0, 1.0]), atol=1e-5, rtol=0)
+
+
+def test_the_model_renders_density_only_inside_its_box():
+    model = TalkingHead(ModelConfig())
+    inside = torch.zeros(4, 3)
+    outside = torch.full((4, 3), 2.0)
+    assert torch.all(model.canonical.density(inside) > 0)
+    assert torch.all(model.canonical.density(outside) == 0)
