@@ -33,6 +33,23 @@ class Camera:
     def intrinsics(self) -> np.ndarray:
         return np.array([[self.focal_px, 0, self.cx], [0, self.focal_px, self.cy], [0, 0, 1]], np.float64)
 
+    def scaled(self, scale: float) -> "Camera":
+        """The same camera for images resized by `scale` (pixel-centre convention preserved)."""
+        if scale == 1.0:
+            return self
+        width, height = int(round(self.width * scale)), int(round(self.height * scale))
+        sx, sy = width / self.width, height / self.height
+        return Camera(self.focal_px * sx, self.cx * sx, self.cy * sy, width, height)
+
+
+def resize_image(image: np.ndarray, camera: "Camera", nearest: bool = False) -> np.ndarray:
+    """Resize a full-size frame, matte or label map to `camera`'s size (area average, or nearest
+    for labels)."""
+    if image.shape[1] == camera.width and image.shape[0] == camera.height:
+        return image
+    return cv2.resize(image, (camera.width, camera.height),
+                      interpolation=cv2.INTER_NEAREST if nearest else cv2.INTER_AREA)
+
 
 @dataclass(frozen=True)
 class Avatar:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .avatar import Avatar
+from .avatar import Avatar, resize_image
 
 
 def pixel_rays(rotation: np.ndarray, translation: np.ndarray, focal: float, cx: float, cy: float,
@@ -42,6 +42,7 @@ class RayBatchConfig:
     rays_per_batch: int = 4096
     patch_size: int = 0  # > 0: square patches (for LPIPS) instead of scattered rays
     mouth_fraction: float = 0.25  # share of rays drawn inside the mouth region (lip detail)
+    image_scale: float = 1.0  # train on frames resized by this factor (0.5: a quarter of the rays)
 
 
 class RaySampler:
@@ -54,13 +55,16 @@ class RaySampler:
         self.frames = avatar.split.train if frames is None else np.asarray(frames)
         self.rng = np.random.default_rng(seed)
         self._cache: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-        self.background = avatar.background().astype(np.float32) / 255.0
+        self.camera = avatar.camera.scaled(config.image_scale)
+        self.background = resize_image(avatar.background(), self.camera).astype(np.float32) / 255.0
 
     def _images(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if index not in self._cache:
             if len(self._cache) > 256:  # bounded memory: frames are re-read from disk when evicted
                 self._cache.pop(next(iter(self._cache)))
-            self._cache[index] = (self.avatar.frame(index), self.avatar.alpha(index), self.avatar.labels(index))
+            cam = self.camera
+            self._cache[index] = (resize_image(self.avatar.frame(index), cam), resize_image(self.avatar.alpha(index), cam),
+                                  resize_image(self.avatar.labels(index), cam, nearest=True))
         return self._cache[index]
 
     def _pixels(self, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -87,8 +91,8 @@ class RaySampler:
         index = int(self.rng.choice(self.frames)) if frame is None else int(frame)
         rgb, alpha, labels = self._images(index)
         xs, ys = self._pixels(labels)
-        origins, dirs = pixel_rays(a.rotation[index], a.translation[index], a.camera.focal_px, a.camera.cx,
-                                   a.camera.cy, xs, ys)
+        cam = self.camera
+        origins, dirs = pixel_rays(a.rotation[index], a.translation[index], cam.focal_px, cam.cx, cam.cy, xs, ys)
         return {
             "origins": torch.from_numpy(origins).float(),
             "directions": torch.from_numpy(dirs).float(),

@@ -84,20 +84,21 @@ class RegionDeformation(nn.Module):
         nn.init.zeros_(self.face_out.bias)
 
     def forward(self, x: torch.Tensor, lip: torch.Tensor, eye: torch.Tensor, pose: torch.Tensor) -> DeformationOutput:
-        """x [M,3]; lip [M,lip_dim], eye [M,eye_dim], pose [M,pose_dim] (per-point copies of
-        the frame's signals, so that one batch may mix frames)."""
+        """x [M,3]; lip [M or 1, lip_dim], eye [M or 1, eye_dim], pose [M or 1, pose_dim]: one row
+        per point, or a single row for a batch from one frame (projected once, then broadcast)."""
         f = self.config.posenc_frequencies
         enc = positional_encoding(x, f)
         att = torch.sigmoid(self.face_attention(enc))
         a_lip, a_eye = att[:, 0], att[:, 1]
-        lip_in = a_lip[:, None] * self.lip_proj(lip)
+        lip_in = a_lip[:, None] * self.lip_proj(lip)  # [M,s] (broadcast from [1,s] when shared)
         eye_in = a_eye[:, None] * self.eye_proj(eye)
         hidden = self.face_trunk(torch.cat([enc, lip_in, eye_in], -1))
         dx_face = self.face_out(torch.relu(hidden))
         x1 = x + dx_face
         enc1 = positional_encoding(x1, f)
         a_torso = torch.sigmoid(self.torso_attention(enc1))[:, 0]
-        dx_torso = a_torso[:, None] * self.torso_net(torch.cat([enc1, self.pose_proj(pose), hidden], -1))
+        pose_in = self.pose_proj(pose).expand(x.shape[0], -1)
+        dx_torso = a_torso[:, None] * self.torso_net(torch.cat([enc1, pose_in, hidden], -1))
         canonical = x1 + dx_torso
         return DeformationOutput(canonical, {"lip": a_lip, "eye": a_eye, "torso": a_torso}, canonical - x)
 
@@ -113,7 +114,7 @@ class GlobalDeformation(nn.Module):
 
     def forward(self, x: torch.Tensor, lip: torch.Tensor, eye: torch.Tensor, pose: torch.Tensor) -> DeformationOutput:
         enc = positional_encoding(x, self.config.posenc_frequencies)
-        signals = self.signal_proj(torch.cat([lip, eye, pose], -1))
+        signals = self.signal_proj(torch.cat([lip, eye, pose], -1)).expand(x.shape[0], -1)
         dx = self.net(torch.cat([enc, signals], -1))
         return DeformationOutput(x + dx, {}, dx)
 

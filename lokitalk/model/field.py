@@ -97,8 +97,8 @@ class TalkingHead(nn.Module):
         pose = pose_vector(batch["rotation"].to(directions.device), batch["translation"].to(directions.device))
 
         def field_fn(points: torch.Tensor, ray_index: torch.Tensor):
-            m = points.shape[0]
-            deformed = self.deformation(points, lip.expand(m, -1), eye.expand(m, -1), pose.expand(m, -1))
+            # one frame per batch: its signals are passed once and broadcast inside
+            deformed = self.deformation(points, lip[None], eye[None], pose[None])
             density, rgb = self.canonical(deformed.canonical, directions[ray_index])
             return density, rgb, deformed.attention
 

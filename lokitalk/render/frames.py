@@ -46,9 +46,10 @@ def frame_conditioning(avatar: Avatar, index: int) -> dict[str, torch.Tensor]:
 @torch.no_grad()
 def render_frame(model: TalkingHead, avatar: Avatar, conditioning: dict[str, torch.Tensor],
                  grid: OccupancyGrid | None, config: RenderConfig, background: np.ndarray,
-                 chunk: int = 16384) -> np.ndarray:
-    """Render every pixel of one frame with the given conditioning -> uint8 [H,W,3]."""
-    cam = avatar.camera
+                 chunk: int = 16384, scale: float = 1.0) -> np.ndarray:
+    """Render every pixel of one frame with the given conditioning -> uint8 [H,W,3] at
+    `scale` x the avatar's size (`background` must already be at that size)."""
+    cam = avatar.camera.scaled(scale)
     ys, xs = np.mgrid[0:cam.height, 0:cam.width]
     xs, ys = xs.ravel(), ys.ravel()
     rotation = conditioning["rotation"].double().numpy()

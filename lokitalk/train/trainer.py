@@ -83,7 +83,8 @@ def train(avatar_dir: Path, model_dir: Path, config: TrainConfig, device: str = 
     optimizer = torch.optim.Adam(_parameter_groups(model, config), betas=(0.9, 0.99), eps=1e-15)
     decay = config.lr_final_fraction ** (1.0 / max(config.steps, 1))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: decay**s)
-    sampler = RaySampler(avatar, RayBatchConfig(config.rays_per_batch, 0, config.mouth_fraction), seed=config.seed)
+    sampler = RaySampler(avatar, RayBatchConfig(config.rays_per_batch, 0, config.mouth_fraction, config.image_scale),
+                         seed=config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     render_cfg = RenderConfig(samples_per_ray=config.samples_per_ray, stratified=True)
 
@@ -99,7 +100,9 @@ def train(avatar_dir: Path, model_dir: Path, config: TrainConfig, device: str = 
     if restored is not None:
         start_step, tensors, state = restored
         model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
-        grid.load_state_dict({k[len("grid."):]: v for k, v in tensors.items() if k.startswith("grid.")})
+        grid_state = {k[len("grid."):]: v for k, v in tensors.items() if k.startswith("grid.")}
+        grid_state["occupied"] = grid_state["occupied"].bool()
+        grid.load_state_dict(grid_state)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         sampler.rng.bit_generator.state = state["sampler_rng"]
@@ -108,6 +111,7 @@ def train(avatar_dir: Path, model_dir: Path, config: TrainConfig, device: str = 
 
     def checkpoint(step: int) -> None:
         tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+        # safetensors has bool, but one float dtype keeps the file simple for other readers
         tensors.update({f"grid.{k}": v.float() if v.dtype == torch.bool else v for k, v in grid.state_dict().items()})
         save_checkpoint(model_dir, step, tensors, {
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),

@@ -1,0 +1,54 @@
+"""Load a trained model folder (written by `lokitalk train`) for rendering or evaluation."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from ..errors import InputError
+from ..model.field import TalkingHead
+from ..model.renderer import OccupancyGrid, RenderConfig
+from ..train.checkpoint import model_config_from_dict
+
+
+@dataclass
+class TrainedModel:
+    model: TalkingHead
+    grid: OccupancyGrid
+    render_config: RenderConfig
+    meta: dict
+    root: Path
+    image_scale: float = 1.0  # the size, relative to the avatar, the model was trained at
+
+    @property
+    def avatar_dir(self) -> Path:
+        return Path(self.meta["avatar"])
+
+
+def load_trained(model_dir: str | Path, device: str | torch.device = "cpu") -> TrainedModel:
+    root = Path(model_dir)
+    weights = root / "model.safetensors"
+    if not (root / "model.json").exists():
+        raise InputError(f"{root} is not a LokiTalk model folder (no model.json)")
+    if not weights.exists():
+        hint = " (training has not finished: run train with --resume)" if (root / "checkpoint.json").exists() else ""
+        raise InputError(f"{root} has no trained weights{hint}")
+    meta = json.loads((root / "model.json").read_text())
+    config = model_config_from_dict(meta["model"])
+    tensors = load_file(str(weights))
+    model = TalkingHead(config)
+    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+    resolution = tensors["grid.density"].shape[0]
+    grid = OccupancyGrid(config.field.box_min, config.field.box_max, resolution)
+    grid_state = {k[len("grid."):]: v for k, v in tensors.items() if k.startswith("grid.")}
+    grid_state["occupied"] = grid_state["occupied"].bool()
+    grid.load_state_dict(grid_state)
+    model.to(device).eval()
+    grid.to(device)
+    samples = int(meta.get("train", {}).get("samples_per_ray", 32))
+    scale = float(meta.get("train", {}).get("image_scale", 1.0))
+    return TrainedModel(model, grid, RenderConfig(samples_per_ray=samples), meta, root, scale)
