@@ -82,6 +82,115 @@ def quickstart(
             quiet=False)
 
 
+@app.command()
+def train(
+    avatar: Path = typer.Argument(..., help="Avatar folder written by `lokitalk prepare`."),
+    out: Path = typer.Option(..., "--out", "-o", help="Model folder to create (or continue with --resume)."),
+    preset: str = typer.Option("tiny", "--preset", help="tiny (CPU minutes), fast, or full (GPU quality)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Override the preset's number of steps."),
+    deformation: str = typer.Option("region", "--deformation", help="region (LokiTalk) or global "
+                                    "(the ER-NeRF-like baseline)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the folder's last checkpoint."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
+) -> None:
+    """Train the talking head of one person on the avatar's training frames."""
+    from .train.config import preset as make_preset
+    from .train.config import with_steps
+    from .train.trainer import train as run_train
+
+    if deformation not in ("region", "global"):
+        raise LokiTalkError(f"--deformation must be region or global, not {deformation!r}")
+    if preset not in ("tiny", "fast", "full"):
+        raise LokiTalkError(f"--preset must be tiny, fast or full, not {preset!r}")
+    if steps is not None and steps <= 0:
+        raise LokiTalkError("--steps must be positive")
+    config = with_steps(make_preset(preset, deformation), steps)
+    summary = run_train(avatar, out, config, device=device, resume=resume, show_progress=not quiet)
+    typer.echo(json.dumps(summary))
+
+
+@app.command()
+def render(
+    model: Path = typer.Argument(..., help="Model folder written by `lokitalk train`."),
+    out: Path = typer.Option(..., "--out", "-o", help="Video file to write (mp4)."),
+    split: str = typer.Option("test", "--split", help="test or train: re-enact those frames from their own "
+                              "driving signals."),
+    device: str = typer.Option("cpu", "--device"),
+    max_frames: Optional[int] = typer.Option(None, "--max-frames", help="Render only the first N frames."),
+) -> None:
+    """Re-enact frames of the avatar from their own pose, eye ratio and lip feature, with audio."""
+    from .data.avatar import load_avatar
+    from .evaluate.run import render_test
+    from .media.video import write_video
+    from .render.loading import load_trained
+
+    if split not in ("test", "train"):
+        raise LokiTalkError(f"--split must be test or train, not {split!r}")
+    trained = load_trained(model, device)
+    avatar_data = load_avatar(trained.avatar_dir)
+    frames = avatar_data.split.test if split == "test" else avatar_data.split.train
+    if max_frames is not None:
+        frames = frames[:max_frames]
+    rendered, fps = render_test(trained, avatar_data, frames)
+    hop = int(round(avatar_data.audio_spec.sample_rate / avatar_data.fps))
+    audio = avatar_data.audio()[int(frames[0]) * hop:(int(frames[-1]) + 1) * hop]
+    write_video(out, iter(rendered), avatar_data.fps, audio=audio, sample_rate=avatar_data.audio_spec.sample_rate)
+    typer.echo(json.dumps({"frames": int(len(frames)), "render_fps": round(fps, 2), "out": str(out)}))
+
+
+@app.command()
+def evaluate(
+    model: Path = typer.Argument(..., help="Model folder written by `lokitalk train`."),
+    device: str = typer.Option("cpu", "--device"),
+    max_frames: Optional[int] = typer.Option(None, "--max-frames", help="Evaluate N evenly spaced test frames."),
+) -> None:
+    """Metrics on the held-out test frames, beside the mean-image and nearest-frame baselines."""
+    from .evaluate.run import evaluate as run_evaluate
+
+    result = run_evaluate(model, max_frames=max_frames, device=device)
+    typer.echo(json.dumps(result, indent=2))
+    typer.echo(f"written: {model / 'eval' / 'metrics.json'}, side_by_side.mp4, worst_frames.png")
+
+
+@app.command("import-nerf")
+def import_nerf_command(
+    dataset: Path = typer.Argument(..., help="Dataset folder in the AD-NeRF / RAD-NeRF / ER-NeRF layout "
+                                   "(transforms_train.json, transforms_val.json, ori_imgs/, aud.wav, ...)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Avatar folder to create (or resume)."),
+    lip_basis: Optional[Path] = typer.Option(None, "--lip-basis", help="lip_basis.npz of another avatar: "
+                                             "share its lip-motion basis across identities."),
+    no_extras: bool = typer.Option(False, "--no-extras", help="Ignore lokitalk_extra/ and derive "
+                                   "everything from the dataset itself."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
+) -> None:
+    """Turn a NeRF talking-head dataset into a LokiTalk avatar (docs/NERF_FORMAT.md)."""
+    from .interop.import_nerf import ImportConfig, import_nerf
+    from .prepare.runner import Reporter
+
+    summary = import_nerf(dataset, out, ImportConfig(use_extras=not no_extras), lip_basis=lip_basis,
+                          reporter=Reporter(quiet=quiet))
+    keys = ["frames", "width", "height", "focal_px", "reprojection_error_px", "blinks", "train_frames",
+            "test_frames", "imported_from"]
+    typer.echo(json.dumps({k: summary[k] for k in keys}))
+    typer.echo(f"avatar ready: {out}  (look at {out / 'contact_sheet.png'} and {out / 'signals.png'})")
+
+
+@app.command("export-nerf")
+def export_nerf_command(
+    avatar: Path = typer.Argument(..., help="Avatar folder written by prepare or import-nerf."),
+    out: Path = typer.Option(..., "--out", "-o", help="Dataset folder to create (must not exist)."),
+    no_extras: bool = typer.Option(False, "--no-extras", help="Leave out lokitalk_extra/ (then a "
+                                   "re-import derives landmarks and signals instead of restoring them)."),
+) -> None:
+    """Write an avatar as an AD-NeRF / RAD-NeRF / ER-NeRF dataset (docs/NERF_FORMAT.md)."""
+    from .interop.export_nerf import ExportConfig, export_nerf
+
+    report = export_nerf(avatar, out, ExportConfig(extras=not no_extras))
+    typer.echo(json.dumps(report))
+    typer.echo(f"dataset ready: {out}")
+
+
 def main() -> None:
     try:
         app(standalone_mode=True)

@@ -1,0 +1,35 @@
+import numpy as np
+import pytest
+
+from lokitalk.evaluate import metrics
+
+
+def test_psnr_values_and_masks():
+    a = np.zeros((8, 8, 3), np.uint8)
+    b = a.copy()
+    b[0, 0] = 255
+    assert metrics.psnr(a, a) == float("inf")
+    expected = 10 * np.log10(255.0**2 / (3 * 255.0**2 / (8 * 8 * 3)))
+    assert metrics.psnr(a, b) == pytest.approx(expected)
+    mask = np.zeros((8, 8), bool)
+    mask[4:, 4:] = True
+    assert metrics.psnr(a, b, mask) == float("inf")  # the error is outside the mask
+    assert np.isnan(metrics.psnr(a, b, np.zeros((8, 8), bool)))
+
+
+def test_nearest_frame_baseline_matches_reference(rng):
+    train = rng.integers(0, 255, (23, 12, 12, 3), dtype=np.uint8)
+    test = np.clip(train[[3, 17]].astype(int) + rng.integers(-9, 9, (2, 12, 12, 3)), 0, 255).astype(np.uint8)
+    fast = metrics.nearest_frame_baseline(train, test, chunk=5)
+    assert fast == pytest.approx(metrics.nearest_frame_baseline_reference(train, test), rel=1e-6)
+    assert fast > metrics.mean_image_baseline(train, test) + 5  # the oracle finds the near copies
+
+
+def test_landmark_distance_and_ssim(rng):
+    pts = rng.random((4, 478, 3)) * 100
+    moved = pts.copy()
+    moved[:, 10, 0] += 3.0
+    assert metrics.landmark_distance(pts, moved, np.array([10, 11])) == pytest.approx(1.5)
+    image = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    assert metrics.ssim(image, image) == pytest.approx(1.0)
+    assert metrics.ssim(image, 255 - image) < 0.1
