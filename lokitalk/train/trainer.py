@@ -87,6 +87,14 @@ def train(avatar_dir: Path, model_dir: Path, config: TrainConfig, device: str = 
                          seed=config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     render_cfg = RenderConfig(samples_per_ray=config.samples_per_ray, stratified=True)
+    patch_sampler, lpips_net = None, None
+    if config.lpips_weight > 0:
+        from ..evaluate.lpips import LPIPS
+
+        lpips_net = LPIPS("alex").to(dev)  # frozen; a missing install is a one-line error
+        patch_size = min(config.patch_size, int(avatar.camera.width * config.image_scale))
+        patch_sampler = RaySampler(avatar, RayBatchConfig(0, patch_size, 0.0, config.image_scale),
+                                   seed=config.seed + 1)
 
     (model_dir / "model.json").write_text(json.dumps({
         "format": MODEL_FORMAT, "lokitalk_version": __version__, "avatar": str(Path(avatar_dir).resolve()),
@@ -106,6 +114,8 @@ def train(avatar_dir: Path, model_dir: Path, config: TrainConfig, device: str = 
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         sampler.rng.bit_generator.state = state["sampler_rng"]
+        if patch_sampler is not None and "patch_rng" in state:
+            patch_sampler.rng.bit_generator.state = state["patch_rng"]
         generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
 
@@ -116,6 +126,7 @@ def train(avatar_dir: Path, model_dir: Path, config: TrainConfig, device: str = 
         save_checkpoint(model_dir, step, tensors, {
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "sampler_rng": sampler.rng.bit_generator.state, "generator": generator.get_state(),
+            "patch_rng": patch_sampler.rng.bit_generator.state if patch_sampler is not None else None,
             "torch_rng": torch.get_rng_state()})
 
     def update_grid(step: int) -> None:
@@ -147,6 +158,9 @@ def train(avatar_dir: Path, model_dir: Path, config: TrainConfig, device: str = 
             loss = photo + config.alpha_weight * opacity_loss(out.opacity, batch["alpha"].to(dev))
             if config.model.deformation.kind == "region" and config.attention_weight > 0:
                 loss = loss + config.attention_weight * attention_loss(out.extras, labels)
+            if lpips_net is not None and step % config.lpips_every == 0:
+                loss = loss + config.lpips_weight * _patch_lpips(model, patch_sampler, lpips_net, grid, render_cfg,
+                                                                 generator, dev)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -174,6 +188,16 @@ def train(avatar_dir: Path, model_dir: Path, config: TrainConfig, device: str = 
         _export_final(model_dir)
     return {"steps": (load_checkpoint(model_dir) or (0,))[0], "finished": finished, "last_loss": last_loss,
             "elapsed_s": round(time.perf_counter() - started, 2), "device": str(dev)}
+
+
+def _patch_lpips(model, sampler: RaySampler, lpips_net, grid, render_cfg, generator, dev) -> torch.Tensor:
+    """LPIPS between a rendered square patch and the real one (perceptual detail: teeth, lips)."""
+    batch = sampler.sample()
+    out = render_batch(model, batch, grid, render_cfg, generator)
+    side = sampler.config.patch_size
+    rendered = out.rgb.reshape(1, side, side, 3).permute(0, 3, 1, 2) * 2 - 1
+    real = batch["rgb"].to(dev).reshape(1, side, side, 3).permute(0, 3, 1, 2) * 2 - 1
+    return lpips_net(rendered, real).mean()
 
 
 def _export_final(model_dir: Path) -> None:
