@@ -191,6 +191,24 @@ def export_nerf_command(
     typer.echo(f"dataset ready: {out}")
 
 
+@app.command()
+def verify(
+    video: Path = typer.Argument(..., help="Any video file."),
+    max_frames: int = typer.Option(100, "--max-frames", help="Frames spread over the video to examine."),
+) -> None:
+    """Say whether a video carries a LokiTalk watermark, and its payload."""
+    from .provenance import detect_video
+
+    if max_frames < 1:
+        raise LokiTalkError("--max-frames must be at least 1")
+    detection = detect_video(video, max_frames=max_frames)
+    typer.echo(detection.summary())
+    payload = detection.payload
+    typer.echo(json.dumps({"watermarked": detection.watermarked, "score": round(detection.score, 2),
+                           "bit_accuracy": round(detection.bit_accuracy, 3), "frames_used": detection.frames_used,
+                           "payload": None if payload is None else str(payload)}))
+
+
 def main() -> None:
     try:
         app(standalone_mode=True)

@@ -237,3 +237,30 @@ def test_real_clip_payload_survives_and_clean_is_not_flagged():
         assert detection.payload == TRUTH, f"{name}: {detection.summary()}"
     clip = attacks.reencode_h264(attacks.middle_clip(written, 2.0, fps), 23, fps=fps)
     assert detect_frames(clip).payload == TRUTH
+
+
+def test_verify_command_reports_clean_and_marked_videos(tmp_path, capsys):
+    import json as _json
+    import sys as _sys
+
+    from lokitalk.cli import main
+    from lokitalk.media.video import write_video
+    from lokitalk.provenance import Payload, embed_frames
+
+    frames = textured_clip(frames=48, size=160, seed=3)
+    clean = write_video(tmp_path / "clean.mp4", frames, 25.0)
+    marked = write_video(tmp_path / "marked.mp4", embed_frames(frames, Payload.create("m1", "c1", 7)),
+                         25.0)
+    results = {}
+    for name, path in (("clean", clean), ("marked", marked)):
+        old = _sys.argv
+        _sys.argv = ["lokitalk", "verify", str(path)]
+        try:
+            with pytest.raises(SystemExit) as info:
+                main()
+        finally:
+            _sys.argv = old
+        assert info.value.code in (0, None)
+        results[name] = _json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert results["clean"]["watermarked"] is False
+    assert results["marked"]["watermarked"] is True and results["marked"]["payload"] is not None
