@@ -72,3 +72,34 @@ def test_global_deformation_trains_too(avatar, tmp_path):
     config = micro_config(20)
     config = replace(config, model=replace(config.model, deformation=replace(config.model.deformation, kind="global")))
     assert train(avatar, tmp_path / "global", config, device="cpu", show_progress=False)["finished"]
+
+
+def test_mixed_precision_trains_and_a_failing_compile_falls_back_to_eager(avatar, tmp_path, monkeypatch):
+    import torch
+
+    def broken_compile(module, **kwargs):
+        def call(*args, **kw):
+            raise RuntimeError("no compiler on this machine")
+
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    config = replace(micro_config(40), amp="on", compile="on")
+    with pytest.warns(RuntimeWarning, match="running eagerly"):
+        summary = train(avatar, tmp_path / "amp", config, device="cpu", show_progress=False)
+    assert summary["finished"] and summary["amp"] is True
+    assert summary["compiled"] is False and "no compiler" in summary["compile_fallback"]
+    log = read_log(tmp_path / "amp" / "train_log.csv")
+    assert all(loss == loss for _, loss in log)  # finite, no NaN under bf16
+    assert log[-1][1] < log[0][1]
+
+
+def test_acceleration_defaults_follow_the_device():
+    import torch
+
+    from lokitalk.train.accelerate import resolve
+
+    cpu = resolve(torch.device("cpu"))
+    assert not cpu.amp and not cpu.compile
+    with pytest.raises(ValueError):
+        resolve(torch.device("cpu"), amp="maybe")

@@ -30,9 +30,10 @@ def render_test(trained: TrainedModel, avatar: Avatar, frames: np.ndarray) -> tu
     background = resize_image(avatar.background(), camera)
     out = []
     start = time.perf_counter()
-    for index in frames:
-        out.append(render_frame(trained.model, avatar, frame_conditioning(avatar, int(index)), trained.grid,
-                                trained.render_config, background, scale=trained.image_scale))
+    with trained.acceleration.autocast(trained.device):
+        for index in frames:
+            out.append(render_frame(trained.model, avatar, frame_conditioning(avatar, int(index)), trained.grid,
+                                    trained.render_config, background, scale=trained.image_scale))
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     elapsed = time.perf_counter() - start

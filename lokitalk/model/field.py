@@ -90,6 +90,9 @@ class TalkingHead(nn.Module):
         self.config = config
         self.deformation = build_deformation(config.deformation)
         self.canonical = CanonicalField(config.field)
+        # what evaluates the canonical field: the module itself, or a compiled wrapper of it
+        # (lokitalk.train.accelerate); a plain attribute, so it adds nothing to the state dict
+        self.canonical_runner = None
 
     def field_for(self, batch: dict[str, torch.Tensor], directions: torch.Tensor):
         lip = batch["lip_feature"].to(directions.device)
@@ -99,7 +102,8 @@ class TalkingHead(nn.Module):
         def field_fn(points: torch.Tensor, ray_index: torch.Tensor):
             # one frame per batch: its signals are passed once and broadcast inside
             deformed = self.deformation(points, lip[None], eye[None], pose[None])
-            density, rgb = self.canonical(deformed.canonical, directions[ray_index])
+            runner = self.canonical_runner or self.canonical
+            density, rgb = runner(deformed.canonical, directions[ray_index])
             return density, rgb, deformed.attention
 
         return field_fn

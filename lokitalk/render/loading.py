@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 from ..errors import InputError
 from ..model.field import TalkingHead
 from ..model.renderer import OccupancyGrid, RenderConfig
+from ..train.accelerate import Acceleration, CompiledOrEager, resolve
 from ..train.checkpoint import model_config_from_dict
 
 
@@ -23,6 +24,8 @@ class TrainedModel:
     meta: dict
     root: Path
     image_scale: float = 1.0  # the size, relative to the avatar, the model was trained at
+    acceleration: Acceleration = Acceleration(amp=False, amp_dtype=None, compile=False)
+    device: torch.device = torch.device("cpu")
 
     @property
     def avatar_dir(self) -> Path:
@@ -51,4 +54,8 @@ def load_trained(model_dir: str | Path, device: str | torch.device = "cpu") -> T
     grid.to(device)
     samples = int(meta.get("train", {}).get("samples_per_ray", 32))
     scale = float(meta.get("train", {}).get("image_scale", 1.0))
-    return TrainedModel(model, grid, RenderConfig(samples_per_ray=samples), meta, root, scale)
+    dev = torch.device(device)
+    accel = resolve(dev)  # bf16 + compiled field on CUDA, eager fp32 elsewhere
+    if accel.compile:
+        model.canonical_runner = CompiledOrEager(model.canonical)
+    return TrainedModel(model, grid, RenderConfig(samples_per_ray=samples), meta, root, scale, accel, dev)

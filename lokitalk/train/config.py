@@ -32,6 +32,8 @@ class TrainConfig:
     occupancy_warmup: int = 64
     occupancy_resolution: int = 48
     checkpoint_every: int = 100
+    amp: str = "auto"  # bf16 autocast: auto = on for CUDA (lokitalk.train.accelerate)
+    compile: str = "auto"  # torch.compile of the canonical field: auto = on for CUDA
     log_every: int = 10
     seed: int = 0
 

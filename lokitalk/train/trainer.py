@@ -24,6 +24,7 @@ from ..errors import InputError
 from ..model.field import TalkingHead
 from ..model.renderer import OccupancyGrid, RenderConfig
 from ..render.frames import render_batch
+from .accelerate import CompiledOrEager, resolve
 from .checkpoint import load_checkpoint, model_config_to_dict, save_checkpoint
 from .config import TrainConfig
 from .losses import attention_loss, opacity_loss, photometric_loss, psnr
@@ -79,6 +80,9 @@ def train(avatar_dir: Path, model_dir: Path, config: TrainConfig, device: str = 
     lip_dim = avatar.lip_feature.shape[1]
     model = build_model(config, lip_dim, dev)
     field_cfg = model.config.field
+    accel = resolve(dev, config.amp, config.compile)
+    if accel.compile:
+        model.canonical_runner = CompiledOrEager(model.canonical)
     grid = OccupancyGrid(field_cfg.box_min, field_cfg.box_max, config.occupancy_resolution).to(dev)
     optimizer = torch.optim.Adam(_parameter_groups(model, config), betas=(0.9, 0.99), eps=1e-15)
     decay = config.lr_final_fraction ** (1.0 / max(config.steps, 1))
@@ -151,7 +155,8 @@ def train(avatar_dir: Path, model_dir: Path, config: TrainConfig, device: str = 
             if stop_after is not None and step - start_step >= stop_after:
                 break
             batch = sampler.sample()
-            out = render_batch(model, batch, grid, render_cfg, generator)
+            with accel.autocast(dev):
+                out = render_batch(model, batch, grid, render_cfg, generator)
             target = batch["rgb"].to(dev)
             labels = batch["labels"].to(dev)
             photo = photometric_loss(out.rgb, target, labels, config.mouth_weight)
@@ -159,8 +164,9 @@ def train(avatar_dir: Path, model_dir: Path, config: TrainConfig, device: str = 
             if config.model.deformation.kind == "region" and config.attention_weight > 0:
                 loss = loss + config.attention_weight * attention_loss(out.extras, labels)
             if lpips_net is not None and step % config.lpips_every == 0:
-                loss = loss + config.lpips_weight * _patch_lpips(model, patch_sampler, lpips_net, grid, render_cfg,
-                                                                 generator, dev)
+                with accel.autocast(dev):
+                    loss = loss + config.lpips_weight * _patch_lpips(model, patch_sampler, lpips_net, grid,
+                                                                     render_cfg, generator, dev)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -186,8 +192,11 @@ def train(avatar_dir: Path, model_dir: Path, config: TrainConfig, device: str = 
     finished = (load_checkpoint(model_dir) or (0,))[0] >= config.steps
     if finished:
         _export_final(model_dir)
+    runner = model.canonical_runner
     return {"steps": (load_checkpoint(model_dir) or (0,))[0], "finished": finished, "last_loss": last_loss,
-            "elapsed_s": round(time.perf_counter() - started, 2), "device": str(dev)}
+            "elapsed_s": round(time.perf_counter() - started, 2), "device": str(dev), "amp": accel.amp,
+            "compiled": bool(runner is not None and runner.fallback_reason is None),
+            "compile_fallback": None if runner is None else runner.fallback_reason}
 
 
 def _patch_lpips(model, sampler: RaySampler, lpips_net, grid, render_cfg, generator, dev) -> torch.Tensor:
