@@ -1,0 +1,63 @@
+"""Bad input to train / render / evaluate / verify: one line, non-zero exit, nothing written."""
+
+import sys
+
+import pytest
+
+from lokitalk.cli import main
+
+
+def run_cli(args, capsys):
+    old = sys.argv
+    sys.argv = ["lokitalk", *map(str, args)]
+    try:
+        with pytest.raises(SystemExit) as info:
+            main()
+    finally:
+        sys.argv = old
+    return info.value.code, capsys.readouterr().err.strip()
+
+
+def assert_one_line_error(code, err, *needles):
+    assert code not in (0, None)
+    assert len(err.splitlines()) == 1 and err.startswith("error: "), err
+    for needle in needles:
+        assert needle in err, err
+
+
+def test_train_refuses_a_folder_that_is_not_an_avatar(tmp_path, capsys):
+    (tmp_path / "avatar").mkdir()
+    code, err = run_cli(["train", tmp_path / "avatar", "--out", tmp_path / "model", "-q"], capsys)
+    assert_one_line_error(code, err, "not a prepared avatar")
+    assert not (tmp_path / "model").exists()
+
+
+def test_train_points_at_an_unfinished_prepare(tmp_path, capsys):
+    (tmp_path / "avatar.partial").mkdir()
+    code, err = run_cli(["train", tmp_path / "avatar", "--out", tmp_path / "model"], capsys)
+    assert_one_line_error(code, err, "run prepare again")
+
+
+def test_train_rejects_bad_options(tmp_path, capsys):
+    for args, needle in ((["--preset", "huge"], "--preset"), (["--deformation", "local"], "--deformation"),
+                         (["--steps", "0"], "--steps")):
+        code, err = run_cli(["train", tmp_path, "--out", tmp_path / "m", *args], capsys)
+        assert_one_line_error(code, err, needle)
+
+
+def test_render_and_evaluate_need_a_trained_model(tmp_path, capsys):
+    (tmp_path / "model").mkdir()
+    code, err = run_cli(["evaluate", tmp_path / "model"], capsys)
+    assert_one_line_error(code, err, "not a LokiTalk model folder")
+    (tmp_path / "model" / "model.json").write_text("{}")
+    (tmp_path / "model" / "checkpoint.json").write_text('{"step": 10}')
+    code, err = run_cli(["render", tmp_path / "model", "--out", tmp_path / "x.mp4"], capsys)
+    assert_one_line_error(code, err, "no trained weights", "--resume")
+    assert not (tmp_path / "x.mp4").exists()
+
+
+def test_verify_rejects_what_is_not_a_video(tmp_path, capsys):
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video\n" * 100)
+    code, err = run_cli(["verify", text], capsys)
+    assert_one_line_error(code, err, "not a video")
