@@ -20,6 +20,7 @@ from pathlib import Path
 from lokitalk.errors import LokiTalkError
 from lokitalk.prepare.pipeline import prepare
 from lokitalk.prepare.runner import Reporter
+from lokitalk.provenance.consent import create_consent, save_consent
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -50,9 +51,14 @@ def main() -> None:
         out = args.out / stem
         shutil.rmtree(out, ignore_errors=True)
         shutil.rmtree(out.with_name(out.name + ".partial"), ignore_errors=True)
+        # third-party research clips (public talking-head datasets): the record, written in our own
+        # output folder and never beside the shared data, states that it is not a personal consent
+        consent = save_consent(create_consent(video, f"third-party research clip {stem}"),
+                               args.out / f"{stem}.consent.json")
         start = time.perf_counter()
         try:
-            s = prepare(video, out, audio=wav if wav.exists() else None, reporter=Reporter(quiet=True))
+            s = prepare(video, out, audio=wav if wav.exists() else None, reporter=Reporter(quiet=True),
+                        consent=consent)
             wall = time.perf_counter() - start
             row = {"clip": stem, "src": entry["resolution"], "fps": entry["fps"], "dur_s": s["duration_s"],
                    "out_px": s["width"], "frames": s["frames"], "face_cov": s["face_coverage"],

@@ -44,6 +44,10 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="lokitalk_speed_"))
     clip = work / "clip.mp4"
     cut_clip(args.clip, args.seconds, clip)
+    # a third-party research clip (public talking-head dataset): recorded as such, beside our cut
+    from lokitalk.provenance.consent import create_consent, default_consent_path, save_consent
+
+    save_consent(create_consent(clip, f"third-party research clip {args.clip.stem}"), default_consent_path(clip))
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     print(f"clip: first {args.seconds:.0f} s of {args.clip.name}")
     walls, steps = [], {}

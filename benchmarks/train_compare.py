@@ -24,6 +24,7 @@ import torch
 from lokitalk.evaluate.run import evaluate
 from lokitalk.prepare.pipeline import prepare
 from lokitalk.prepare.runner import Reporter
+from lokitalk.provenance.consent import create_consent, save_consent
 from lokitalk.train.config import preset, with_steps
 from lokitalk.train.trainer import train
 
@@ -62,7 +63,12 @@ def main() -> None:
         if not (avatar / "summary.json").exists():
             video = args.data / "videos" / f"{clip}.mp4"
             wav = video.with_suffix(".wav")
-            prepare(video, avatar, audio=wav if wav.exists() else None, reporter=Reporter(quiet=True))
+            # a third-party research clip (public talking-head dataset): recorded as such, in our
+            # own output folder and never beside the shared data
+            consent = save_consent(create_consent(video, f"third-party research clip {clip}"),
+                                   avatars / f"{clip}.consent.json")
+            prepare(video, avatar, audio=wav if wav.exists() else None, reporter=Reporter(quiet=True),
+                    consent=consent)
         for kind in ("region", "global"):
             model_dir = args.out / f"{clip}_{kind}"
             shutil.rmtree(model_dir, ignore_errors=True)

@@ -27,6 +27,10 @@ def prepare(
                                   "'none', or the audio delay to remove in ms."),
     max_size: int = typer.Option(512, "--max-size", help="Largest side of the prepared frames (px)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
+    consent: Optional[Path] = typer.Option(None, "--consent", help="Consent record of the person shown "
+                                           "(default: VIDEO.consent.json beside the video)."),
+    consent_key: Optional[Path] = typer.Option(None, "--consent-key", help="Key file: also require the "
+                                               "record's signature to verify with it."),
 ) -> None:
     """Turn a talking-head video into an avatar dataset (frames, landmarks, pose, masks, signals)."""
     from dataclasses import replace
@@ -44,9 +48,14 @@ def prepare(
     if not 64 <= max_size <= 2048:
         raise LokiTalkError(f"--max-size must be between 64 and 2048 px, not {max_size}")
     config = replace(PrepareConfig(), av_offset=av_offset, crop=CropConfig(max_size=max_size))
+    key = None
+    if consent_key is not None:
+        from .provenance.consent import read_key
+
+        key = read_key(consent_key)
     summary = run_prepare(video, out, audio=audio, config=config, lip_basis=lip_basis,
-                          reporter=Reporter(quiet=quiet))
-    keys = ["frames", "duration_s", "width", "face_coverage", "focal_px", "reprojection_error_px",
+                          reporter=Reporter(quiet=quiet), consent=consent, consent_key=key)
+    keys = ["consent_id", "frames", "duration_s", "width", "face_coverage", "focal_px", "reprojection_error_px",
             "blinks", "av_offset_ms", "av_offset_applied_ms", "elapsed_s"]
     typer.echo(json.dumps({k: summary[k] for k in keys}))
     typer.echo(f"avatar ready: {out}  (look at {out / 'contact_sheet.png'} and {out / 'signals.png'})")
@@ -75,11 +84,17 @@ def quickstart(
     out: Path = typer.Option(Path("runs/quickstart"), "--out", "-o", help="Folder for the sample and its avatar."),
 ) -> None:
     """The built-in default: make the synthetic sample, then prepare it."""
+    from .provenance.consent import create_consent, default_consent_path, save_consent
+
     video = out / "talking_astronaut.mp4"
     if not video.exists():
         make_sample(out=video, seconds=8.0, size=256, seed=0)
+    record_path = default_consent_path(video)
+    if not record_path.exists():  # the sample is synthetic: nobody real is shown
+        save_consent(create_consent(video, "synthetic subject (public-domain NASA portrait, animated)"),
+                     record_path)
     prepare(video=video, out=out / "avatar", audio=None, lip_basis=None, av_offset="auto", max_size=512,
-            quiet=False)
+            quiet=False, consent=record_path, consent_key=None)
 
 
 @app.command()
@@ -163,14 +178,17 @@ def import_nerf_command(
     no_extras: bool = typer.Option(False, "--no-extras", help="Ignore lokitalk_extra/ and derive "
                                    "everything from the dataset itself."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
+    consent: Optional[Path] = typer.Option(None, "--consent", help="Consent record bound to the dataset's "
+                                           "aud.wav, its own recording of the person (default: "
+                                           "DATASET/aud.wav.consent.json)."),
 ) -> None:
     """Turn a NeRF talking-head dataset into a LokiTalk avatar (docs/NERF_FORMAT.md)."""
     from .interop.import_nerf import ImportConfig, import_nerf
     from .prepare.runner import Reporter
 
     summary = import_nerf(dataset, out, ImportConfig(use_extras=not no_extras), lip_basis=lip_basis,
-                          reporter=Reporter(quiet=quiet))
-    keys = ["frames", "width", "height", "focal_px", "reprojection_error_px", "blinks", "train_frames",
+                          reporter=Reporter(quiet=quiet), consent=consent)
+    keys = ["consent_id", "frames", "width", "height", "focal_px", "reprojection_error_px", "blinks", "train_frames",
             "test_frames", "imported_from"]
     typer.echo(json.dumps({k: summary[k] for k in keys}))
     typer.echo(f"avatar ready: {out}  (look at {out / 'contact_sheet.png'} and {out / 'signals.png'})")
@@ -207,6 +225,37 @@ def verify(
     typer.echo(json.dumps({"watermarked": detection.watermarked, "score": round(detection.score, 2),
                            "bit_accuracy": round(detection.bit_accuracy, 3), "frames_used": detection.frames_used,
                            "payload": None if payload is None else str(payload)}))
+
+
+consent_app = typer.Typer(add_completion=False, no_args_is_help=True,
+                          help="Consent records: the person shown agreed to this video's use.")
+app.add_typer(consent_app, name="consent")
+
+
+@consent_app.command("create")
+def consent_create(
+    subject: str = typer.Option(..., "--subject", help="Name of the person shown, who consents."),
+    video: Path = typer.Option(..., "--video", help="The exact source video (bound by its content hash)."),
+    scope: str = typer.Option("prepare,train,render,speak", "--scope", help="Comma-separated uses consented to."),
+    expires: Optional[str] = typer.Option(None, "--expires", help="Last day the consent holds (YYYY-MM-DD)."),
+    key: Optional[Path] = typer.Option(None, "--key", help="Key file: sign the record (HMAC-SHA256)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Record to write (default: VIDEO.consent.json)."),
+) -> None:
+    """Write a consent record bound to VIDEO, which prepare and train require."""
+    from .provenance.consent import create_consent, default_consent_path, read_key, save_consent
+
+    record = create_consent(video, subject, scope, expires, read_key(key) if key is not None else None)
+    path = save_consent(record, out if out is not None else default_consent_path(video))
+    typer.echo(json.dumps(record.block()))
+    typer.echo(f"consent record written: {path}")
+
+
+@consent_app.command("show")
+def consent_show(record: Path = typer.Argument(..., help="A consent record file.")) -> None:
+    """Print a consent record."""
+    from .provenance.consent import load_consent
+
+    typer.echo(json.dumps(load_consent(record).to_json(), indent=2))
 
 
 def main() -> None:

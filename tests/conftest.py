@@ -25,3 +25,12 @@ def shared_file(relative: str) -> Path:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
+
+
+def consent_for(video: Path, out: Path | None = None, subject: str = "synthetic test subject",
+                **kwargs) -> Path:
+    """Write a consent record for `video` (beside it unless `out` is given; never beside shared
+    media) and return its path."""
+    from lokitalk.provenance.consent import create_consent, default_consent_path, save_consent
+
+    return save_consent(create_consent(video, subject, **kwargs), out or default_consent_path(video))

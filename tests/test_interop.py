@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from conftest import shared_file
+from conftest import consent_for, shared_file
 from lokitalk.cli import main
 from lokitalk.data.avatar import load_avatar
 from lokitalk.face_model import load_face_template
@@ -178,6 +178,7 @@ def synthetic(tmp_path_factory):
     root = tmp_path_factory.mktemp("interop_synthetic")
     clip = make_talking_clip(duration_s=4, size=160, seed=0)
     video = write_clip(clip, root / "clip.mp4")
+    consent_for(video)
     prepare(video, root / "avatar", reporter=QUIET)
     return clip, root / "avatar"
 
@@ -189,7 +190,8 @@ def real(tmp_path_factory):
 
     video = shared_file("videos/vox07_a.mp4")  # skips cleanly without ../shared/data
     root = tmp_path_factory.mktemp("interop_real")
-    prepare(video, root / "avatar", reporter=QUIET)
+    prepare(video, root / "avatar", reporter=QUIET,
+            consent=consent_for(video, root / "clip.consent.json", subject="third-party research clip vox07_a"))
     return root / "avatar"
 
 
@@ -233,6 +235,7 @@ def test_round_trip_of_the_synthetic_subject_through_the_cli(synthetic, tmp_path
     _, avatar = synthetic
     code, err = run_cli(["export-nerf", avatar, "--out", tmp_path / "nerf"], capsys)
     assert code == 0, err
+    consent_for(tmp_path / "nerf" / "aud.wav")
     code, err = run_cli(["import-nerf", tmp_path / "nerf", "--out", tmp_path / "back", "--quiet"], capsys)
     assert code == 0, err
     assert_exact_round_trip(avatar, tmp_path / "back")
@@ -240,6 +243,7 @@ def test_round_trip_of_the_synthetic_subject_through_the_cli(synthetic, tmp_path
 
 def test_round_trip_of_a_real_clip(real, tmp_path):
     export_nerf(real, tmp_path / "nerf")
+    consent_for(tmp_path / "nerf" / "aud.wav")
     import_nerf(tmp_path / "nerf", tmp_path / "back", reporter=QUIET)
     assert_exact_round_trip(real, tmp_path / "back")
 
@@ -388,6 +392,7 @@ def write_foreign_dataset(root: Path, avatar_dir: Path, clip, unit_scale: float 
 def test_import_of_a_dataset_lokitalk_did_not_write(synthetic, tmp_path):
     clip, avatar_dir = synthetic
     written = write_foreign_dataset(tmp_path / "foreign", avatar_dir, clip)
+    consent_for(tmp_path / "foreign" / "aud.wav")
     summary = import_nerf(tmp_path / "foreign", tmp_path / "avatar", reporter=QUIET)
     original, imported = load_avatar(avatar_dir), load_avatar(tmp_path / "avatar")
     n = original.num_frames
@@ -430,6 +435,7 @@ def tiny_dataset(root: Path, n: int = 4, size: int = 64) -> Path:
             "focal_len": 150.0, "cx": size / 2, "cy": size / 2,
             "frames": [{"img_id": i, "aud_id": i, "transform_matrix": matrices[i].tolist()} for i in ids]}))
     write_wav(root / "aud.wav", np.zeros(16000, np.float32))
+    consent_for(root / "aud.wav")
     return root
 
 
@@ -477,6 +483,14 @@ def test_bad_datasets_fail_with_one_line_and_leave_nothing(tmp_path, capsys):
     ds = tiny_dataset(tmp_path / "odd_size")
     cv2.imwrite(str(ds / "ori_imgs" / "2.jpg"), np.zeros((32, 64, 3), np.uint8))
     assert_clean_failure(*run_cli(["import-nerf", ds, "--out", out], capsys), out, "64x32")
+
+
+def test_import_needs_a_consent_record_for_aud_wav(tmp_path, capsys):
+    out = tmp_path / "avatar"
+    ds = tiny_dataset(tmp_path / "no_consent")
+    (ds / "aud.wav.consent.json").unlink()
+    assert_clean_failure(*run_cli(["import-nerf", ds, "--out", out], capsys), out, "no consent record",
+                         "aud.wav")
 
 
 def test_bad_export_requests(synthetic, tmp_path, capsys):

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import consent_for
 from lokitalk.cli import main
 from lokitalk.media.audio import write_wav
 from lokitalk.media.video import write_video
@@ -58,6 +59,7 @@ def assert_clean_failure(code, err, out: Path, *needles):
 def test_not_a_video(tmp_path, capsys):
     fake = tmp_path / "notes.mp4"
     fake.write_text("these are my meeting notes, not a video\n" * 50)
+    consent_for(fake)
     out = tmp_path / "avatar"
     assert_clean_failure(*run_cli(["prepare", fake, "--out", out], capsys), out, "not a video")
 
@@ -72,12 +74,14 @@ def test_truncated_video(tmp_path, capsys):
     good = still_video(tmp_path / "good.mp4", portrait())
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    consent_for(cut)
     out = tmp_path / "avatar"
     assert_clean_failure(*run_cli(["prepare", cut, "--out", out], capsys), out, "truncated or corrupt")
 
 
 def test_no_audio_and_no_audio_option(tmp_path, capsys):
     video = still_video(tmp_path / "silent.mp4", portrait(), audio=False)
+    consent_for(video)
     out = tmp_path / "avatar"
     assert_clean_failure(*run_cli(["prepare", video, "--out", out], capsys), out, "no audio stream", "--audio")
 
@@ -86,6 +90,7 @@ def test_no_face(tmp_path, capsys):
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 255, (128, 128, 3), dtype=np.uint8) for _ in range(75)]
     video = write_video(tmp_path / "noise.mp4", frames, 25.0, audio=tone(3.0))
+    consent_for(video)
     out = tmp_path / "avatar"
     assert_clean_failure(*run_cli(["prepare", video, "--out", out], capsys), out, "no face")
 
@@ -93,12 +98,14 @@ def test_no_face(tmp_path, capsys):
 def test_two_faces(tmp_path, capsys):
     face = portrait(192)
     video = still_video(tmp_path / "pair.mp4", np.concatenate([face, face], axis=1))
+    consent_for(video)
     out = tmp_path / "avatar"
     assert_clean_failure(*run_cli(["prepare", video, "--out", out], capsys), out, "two faces")
 
 
 def test_too_short(tmp_path, capsys):
     video = still_video(tmp_path / "short.mp4", portrait(), seconds=1.5)
+    consent_for(video)
     out = tmp_path / "avatar"
     assert_clean_failure(*run_cli(["prepare", video, "--out", out], capsys), out, "at least 2 s")
 
@@ -106,6 +113,7 @@ def test_too_short(tmp_path, capsys):
 def test_audio_much_shorter_than_video(tmp_path, capsys):
     video = still_video(tmp_path / "clip.mp4", portrait(), seconds=3.0, audio=False)
     wav = write_wav(tmp_path / "short.wav", tone(1.0))
+    consent_for(video)
     out = tmp_path / "avatar"
     assert_clean_failure(*run_cli(["prepare", video, "--audio", wav, "--out", out], capsys), out,
                          "the audio lasts 1.0 s")
@@ -121,6 +129,7 @@ def test_bad_option_values(tmp_path, capsys):
 
 def test_refuses_to_write_into_a_foreign_folder(tmp_path, capsys):
     video = still_video(tmp_path / "clip.mp4", portrait())
+    consent_for(video)
     out = tmp_path / "mine"
     out.mkdir()
     (out / "thesis.tex").write_text("do not touch")
@@ -132,7 +141,77 @@ def test_refuses_to_write_into_a_foreign_folder(tmp_path, capsys):
 def test_exit_code_and_single_line_from_a_real_process(tmp_path):
     fake = tmp_path / "fake.mov"
     fake.write_bytes(b"\x00" * 4096)
+    consent_for(fake)
     result = subprocess.run([sys.executable, "-m", "lokitalk.cli", "prepare", str(fake), "--out",
                              str(tmp_path / "a")], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and result.stderr.startswith("error: ")
+
+
+# ----------------------------------------------------------------------------- consent
+
+
+def test_no_consent_record(tmp_path, capsys):
+    video = still_video(tmp_path / "clip.mp4", portrait())
+    out = tmp_path / "avatar"
+    assert_clean_failure(*run_cli(["prepare", video, "--out", out], capsys), out, "no consent record",
+                         "lokitalk consent create --subject NAME --video", "clip.mp4.consent.json", "--consent")
+    assert_clean_failure(*run_cli(["prepare", video, "--out", out, "--consent", tmp_path / "nope.json"], capsys),
+                         out, "no consent record", "nope.json")
+
+
+def test_consent_record_of_another_video(tmp_path, capsys):
+    video = still_video(tmp_path / "clip.mp4", portrait())
+    other = still_video(tmp_path / "other.mp4", portrait(), seconds=2.5)
+    record = consent_for(other)
+    out = tmp_path / "avatar"
+    assert_clean_failure(*run_cli(["prepare", video, "--out", out, "--consent", record], capsys), out,
+                         "for a different file")
+
+
+def test_expired_consent(tmp_path, capsys):
+    import datetime as dt
+
+    from lokitalk.provenance.consent import create_consent, save_consent
+
+    video = still_video(tmp_path / "clip.mp4", portrait())
+    record = create_consent(video, "someone", expires="2020-01-31", today=dt.date(2020, 1, 1))
+    save_consent(record, tmp_path / "clip.mp4.consent.json")
+    out = tmp_path / "avatar"
+    assert_clean_failure(*run_cli(["prepare", video, "--out", out], capsys), out, "expired on 2020-01-31")
+
+
+def test_consent_without_prepare_in_its_scope(tmp_path, capsys):
+    video = still_video(tmp_path / "clip.mp4", portrait())
+    consent_for(video, scope="render,speak")
+    out = tmp_path / "avatar"
+    assert_clean_failure(*run_cli(["prepare", video, "--out", out], capsys), out, "does not cover 'prepare'")
+
+
+def test_video_edited_after_consent(tmp_path, capsys):
+    video = still_video(tmp_path / "clip.mp4", portrait())
+    consent_for(video)
+    data = bytearray(video.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    video.write_bytes(bytes(data))
+    out = tmp_path / "avatar"
+    assert_clean_failure(*run_cli(["prepare", video, "--out", out], capsys), out, "content hash differs",
+                         "edited")
+
+
+def test_consent_create_command_then_prepare_accepts_it(tmp_path, capsys):
+    video = still_video(tmp_path / "clip.mp4", portrait())
+    old = sys.argv
+    sys.argv = ["lokitalk", "consent", "create", "--subject", "Ada", "--video", str(video), "--scope",
+                "prepare,train", "--expires", "2999-12-31"]
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            main()
+    finally:
+        sys.argv = old
+    assert exit_info.value.code in (0, None)
+    from lokitalk.provenance.consent import load_consent, require_consent
+
+    record = load_consent(tmp_path / "clip.mp4.consent.json")
+    assert record.subject == "Ada" and record.scope == ("prepare", "train") and record.expires == "2999-12-31"
+    assert require_consent(video, "train").consent_id == record.consent_id

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from conftest import shared_file
+from conftest import consent_for, shared_file
 from lokitalk.data.avatar import load_avatar
 from lokitalk.prepare.masks import Region
 from lokitalk.prepare.pipeline import prepare
@@ -15,7 +15,8 @@ pytestmark = pytest.mark.real_data
 
 def test_a_turned_head_in_the_wild(tmp_path):
     video = shared_file("videos/vox07_a.mp4")  # 224 px, 25 fps, AAC in the file, head turned ~35 deg
-    summary = prepare(video, tmp_path / "avatar", reporter=Reporter(quiet=True))
+    consent = consent_for(video, tmp_path / "clip.consent.json", subject="third-party research clip vox07_a")
+    summary = prepare(video, tmp_path / "avatar", reporter=Reporter(quiet=True), consent=consent)
     assert summary["frames"] == 106 and summary["width"] == 224
     assert summary["face_coverage"] == 1.0
     assert summary["reprojection_error_px"] < 3.0
@@ -33,7 +34,8 @@ def test_a_turned_head_in_the_wild(tmp_path):
 def test_a_30fps_clip_with_separate_audio(tmp_path):
     video = shared_file("videos/id03_c.mp4")  # 30 fps, no audio stream, 7 s
     wav = shared_file("videos/id03_c.wav")
-    summary = prepare(video, tmp_path / "avatar", audio=wav, reporter=Reporter(quiet=True))
+    consent = consent_for(video, tmp_path / "clip.consent.json", subject="third-party research clip id03_c")
+    summary = prepare(video, tmp_path / "avatar", audio=wav, reporter=Reporter(quiet=True), consent=consent)
     assert summary["frames"] == 176  # 7.07 s resampled to 25 fps
     assert summary["face_coverage"] > 0.95 and summary["reprojection_error_px"] < 3.5
     avatar = load_avatar(tmp_path / "avatar")

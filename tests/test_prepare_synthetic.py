@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from conftest import consent_for
 from lokitalk.data.avatar import load_avatar
 from lokitalk.prepare import pipeline
 from lokitalk.prepare.pipeline import prepare
@@ -19,6 +20,7 @@ def prepared(tmp_path_factory):
     root = tmp_path_factory.mktemp("synthetic")
     clip = make_talking_clip(duration_s=8.0, size=256, seed=3)
     video = write_clip(clip, root / "clip.mp4")
+    consent_for(video)
     summary = prepare(video, root / "avatar", reporter=Reporter(quiet=True))
     return clip, summary, root
 
@@ -91,6 +93,7 @@ def test_a_second_run_is_all_cached(prepared):
 def test_a_planted_audio_delay_is_measured_and_removed(tmp_path):
     clip = make_talking_clip(duration_s=8.0, size=192, seed=5, audio_delay_ms=200.0)
     video = write_clip(clip, tmp_path / "late.mp4")
+    consent_for(video)
     summary = prepare(video, tmp_path / "avatar", reporter=Reporter(quiet=True))
     assert abs(summary["av_offset_ms"] - 200.0) < 40.0
     assert summary["av_offset_applied_ms"] == summary["av_offset_ms"]
@@ -99,6 +102,7 @@ def test_a_planted_audio_delay_is_measured_and_removed(tmp_path):
 def test_a_killed_run_resumes_where_it_stopped(tmp_path, monkeypatch):
     clip = make_talking_clip(duration_s=4.0, size=160, seed=7)
     video = write_clip(clip, tmp_path / "clip.mp4")
+    consent_for(video)
     out = tmp_path / "avatar"
     real_masks = pipeline.step_masks
 

@@ -6,7 +6,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from conftest import shared_file
+from conftest import consent_for, shared_file
 from lokitalk.data.avatar import load_avatar, resize_image
 from lokitalk.evaluate import metrics
 from lokitalk.evaluate.run import evaluate, render_test
@@ -28,7 +28,8 @@ def test_tiny_training_beats_untrained_and_mean_image(tmp_path):
     from lokitalk.prepare.runner import Reporter
 
     video = shared_file("videos/vox07_a.mp4")
-    prepare(video, tmp_path / "avatar", reporter=Reporter(quiet=True))
+    consent = consent_for(video, tmp_path / "clip.consent.json", subject="third-party research clip vox07_a")
+    prepare(video, tmp_path / "avatar", reporter=Reporter(quiet=True), consent=consent)
     config = replace(preset("tiny"), steps=STEPS, checkpoint_every=STEPS)
     # the untrained model: the same configuration after a single step
     train(tmp_path / "avatar", tmp_path / "untrained", replace(config, steps=1, checkpoint_every=1),

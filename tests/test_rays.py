@@ -33,6 +33,9 @@ def test_sampler_batches_carry_their_frame_conditioning(tmp_path):
     from lokitalk.synth import make_talking_clip, write_clip
 
     video = write_clip(make_talking_clip(duration_s=3.0, size=128, seed=2), tmp_path / "c.mp4")
+    from conftest import consent_for
+
+    consent_for(video)
     prepare(video, tmp_path / "avatar", reporter=Reporter(quiet=True))
     avatar = load_avatar(tmp_path / "avatar")
     sampler = RaySampler(avatar, RayBatchConfig(rays_per_batch=512, mouth_fraction=0.5), seed=0)

@@ -23,6 +23,9 @@ def avatar(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("trainer")
     video = write_clip(make_talking_clip(duration_s=3.0, size=96, seed=4), root / "clip.mp4")
+    from conftest import consent_for
+
+    consent_for(video)
     prepare(video, root / "avatar", reporter=Reporter(quiet=True))
     return root / "avatar"
 

@@ -68,6 +68,7 @@ class Avatar:
     audio_features: np.ndarray  # [N,window,n_mels] float16
     audio_spec: AudioFeatureSpec
     split: Split
+    consent: dict | None = None  # avatar.json's consent block (lokitalk.provenance.consent), if any
 
     @property
     def num_frames(self) -> int:
@@ -136,4 +137,5 @@ def load_avatar(root: str | Path) -> Avatar:
         blinks=signals["blinks"], audio_features=np.load(root / "audio_features.npy"),
         audio_spec=AudioFeatureSpec.load(root / "audio_features.json"),
         split=Split.from_json(json.loads((root / "split.json").read_text())),
+        consent=meta.get("consent"),
     )

@@ -357,12 +357,20 @@ def build_steps(config: ImportConfig) -> list[Step]:
 
 
 def import_nerf(dataset_dir: str | Path, out_dir: str | Path, config: ImportConfig = ImportConfig(),
-                lip_basis: Path | None = None, reporter: Reporter | None = None) -> dict[str, Any]:
-    """Import (or resume importing) the dataset `dataset_dir` into the avatar folder `out_dir`."""
+                lip_basis: Path | None = None, reporter: Reporter | None = None, consent: Path | None = None,
+                consent_key: bytes | None = None) -> dict[str, Any]:
+    """Import (or resume importing) the dataset `dataset_dir` into the avatar folder `out_dir`.
+
+    The consent record is bound to the dataset's aud.wav (by default aud.wav.consent.json beside
+    it): the dataset's own recording of the person, the one file every such dataset has in full
+    (the frames are already cropped and the source video is usually not shipped)."""
+    from ..provenance.consent import require_consent
+
     start = time.perf_counter()
     ds = read_nerf_dataset(dataset_dir)  # every structural check, before anything is written
     if lip_basis is not None and not Path(lip_basis).is_file():
         raise InputError(f"{lip_basis}: no such lip basis file")
+    record = require_consent(ds.root / nf.AUDIO, "prepare", consent, key=consent_key)
     digest = frames_digest(ds.image(i) for i in range(ds.num_frames))
     identity = "+".join([file_identity(ds.root / name) for name in (*nf.TRANSFORMS.values(), nf.AUDIO)]
                         + [digest] + ([file_identity(Path(lip_basis))] if lip_basis else []))
@@ -386,7 +394,7 @@ def import_nerf(dataset_dir: str | Path, out_dir: str | Path, config: ImportConf
         write_json_atomic(ctx.path("avatar.json"), {
             "format": pipeline.AVATAR_FORMAT, "lokitalk_version": __version__, "source": source,
             "source_identity": identity, "crop": original.get("crop"), "fps": config.fps,
-            "config": repr(config), "imported_from": imported})
+            "config": repr(config), "imported_from": imported, "consent": record.block()})
         summary = dict(extras.meta.get("summary", {})) if extras is not None else {}
         summary.update({
             "frames": n, "fps": config.fps, "duration_s": round(n / config.fps, 3),
@@ -402,7 +410,8 @@ def import_nerf(dataset_dir: str | Path, out_dir: str | Path, config: ImportConf
             "train_frames": r["split"]["train_frames"], "test_frames": r["split"]["test_frames"],
             "background_unseen_fraction": r["background"]["background_unseen_fraction"],
             "region_fraction": r["masks"]["region_fraction"], "source": source,
-            "imported_from": imported, "elapsed_s": round(time.perf_counter() - start, 2)})
+            "imported_from": imported, "consent_id": record.consent_id,
+            "elapsed_s": round(time.perf_counter() - start, 2)})
         return summary
 
     return runner.run(build_steps(config), {"config": config, "dataset": ds, "digest": digest,

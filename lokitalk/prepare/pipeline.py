@@ -296,8 +296,15 @@ def build_steps(config: PrepareConfig) -> list[Step]:
 
 
 def prepare(video: Path, out: Path, audio: Path | None = None, config: PrepareConfig = PrepareConfig(),
-            lip_basis: Path | None = None, reporter: Reporter | None = None) -> dict[str, Any]:
-    """Run (or resume) the preparation of `video` into the avatar folder `out`."""
+            lip_basis: Path | None = None, reporter: Reporter | None = None, consent: Path | None = None,
+            consent_key: bytes | None = None) -> dict[str, Any]:
+    """Run (or resume) the preparation of `video` into the avatar folder `out`.
+
+    `video` needs a consent record (lokitalk.provenance.consent) covering "prepare": `consent`, or
+    by default VIDEO.consent.json beside it. Its block goes into avatar.json; `finish` runs on every
+    call, so a new record always reaches the avatar even when every step is cached."""
+    from ..provenance.consent import require_consent
+
     video, out = Path(video), Path(out)
     for path, what in ((video, "video"), (audio, "audio")):
         if path is not None and not Path(path).is_file():
@@ -305,6 +312,7 @@ def prepare(video: Path, out: Path, audio: Path | None = None, config: PrepareCo
                              else f"{path} is a directory, not a {what} file")
     if lip_basis is not None and not Path(lip_basis).is_file():
         raise InputError(f"{lip_basis}: no such lip basis file")
+    record = require_consent(video, "prepare", consent, key=consent_key)
     identity = file_identity(video) + (f"+{file_identity(Path(audio))}" if audio else "")
     identity += f"+{file_identity(Path(lip_basis))}" if lip_basis else ""
     start = time.perf_counter()
@@ -319,8 +327,9 @@ def prepare(video: Path, out: Path, audio: Path | None = None, config: PrepareCo
         write_json_atomic(ctx.path("avatar.json"), {
             "format": AVATAR_FORMAT, "lokitalk_version": __version__, "source": r["locate"]["source"],
             "source_identity": identity, "crop": r["locate"]["crop"], "fps": config.fps,
-            "config": repr(config)})
+            "config": repr(config), "consent": record.block()})
         return {
+            "consent_id": record.consent_id,
             "frames": n, "fps": config.fps, "duration_s": round(n / config.fps, 3),
             "width": r["media"]["size"], "height": r["media"]["size"],
             "face_coverage": round(r["analyse"]["face_coverage"], 4),

@@ -69,7 +69,10 @@ def train(avatar_dir: Path, model_dir: Path, config: TrainConfig, device: str = 
           show_progress: bool = True, stop_after: int | None = None) -> dict:
     """Train (or resume) a model; returns a summary. `stop_after` ends the run early after
     that many steps of this call (used to simulate a kill in tests)."""
+    from ..provenance.consent import check_block
+
     avatar = load_avatar(avatar_dir)
+    consent = check_block(avatar.consent, "train", f"avatar {avatar_dir}")
     model_dir = Path(model_dir)
     dev = choose_device(device)
     if model_dir.exists() and not resume and any(model_dir.iterdir()):
@@ -105,7 +108,7 @@ def train(avatar_dir: Path, model_dir: Path, config: TrainConfig, device: str = 
         "avatar_identity": avatar.summary.get("source", {}), "preset": config.preset,
         "model": model_config_to_dict(model.config), "train": {k: v for k, v in config.__dict__.items()
                                                                if k != "model"},
-        "device": str(dev)}, indent=2))
+        "device": str(dev), "consent": consent}, indent=2))
 
     start_step = 0
     restored = load_checkpoint(model_dir) if resume else None
@@ -193,7 +196,8 @@ def train(avatar_dir: Path, model_dir: Path, config: TrainConfig, device: str = 
     if finished:
         _export_final(model_dir)
     runner = model.canonical_runner
-    return {"steps": (load_checkpoint(model_dir) or (0,))[0], "finished": finished, "last_loss": last_loss,
+    return {"steps": (load_checkpoint(model_dir) or (0,))[0], "finished": finished,
+            "consent_id": consent["consent_id"], "last_loss": last_loss,
             "elapsed_s": round(time.perf_counter() - started, 2), "device": str(dev), "amp": accel.amp,
             "compiled": bool(runner is not None and runner.fallback_reason is None),
             "compile_fallback": None if runner is None else runner.fallback_reason}
