@@ -147,10 +147,17 @@ def render(
     frames = avatar_data.split.test if split == "test" else avatar_data.split.train
     if max_frames is not None:
         frames = frames[:max_frames]
+    from .provenance.consent import check_block
+    from .provenance.stamp import manifest, manifest_tags, next_serial, stamp_frames
+
+    check_block(trained.meta.get("consent"), "render", f"model {model}")
     rendered, fps = render_test(trained, avatar_data, frames)
     hop = int(round(avatar_data.audio_spec.sample_rate / avatar_data.fps))
     audio = avatar_data.audio()[int(frames[0]) * hop:(int(frames[-1]) + 1) * hop]
-    write_video(out, iter(rendered), avatar_data.fps, audio=audio, sample_rate=avatar_data.audio_spec.sample_rate)
+    serial = next_serial(model)
+    write_video(out, stamp_frames(iter(rendered), trained.meta, serial), avatar_data.fps, audio=audio,
+                sample_rate=avatar_data.audio_spec.sample_rate,
+                metadata=manifest_tags(manifest(trained.meta, serial, "render")))
     typer.echo(json.dumps({"frames": int(len(frames)), "render_fps": round(fps, 2), "out": str(out)}))
 
 
@@ -219,12 +226,24 @@ def verify(
 
     if max_frames < 1:
         raise LokiTalkError("--max-frames must be at least 1")
+    from .provenance.stamp import read_manifest
+
     detection = detect_video(video, max_frames=max_frames)
     typer.echo(detection.summary())
     payload = detection.payload
+    found = read_manifest(video)
+    if found is not None:
+        typer.echo(f"manifest: {found.get('statement', '?')} (consent {found.get('consent', {}).get('consent_id')})")
+    # the watermark survives re-encoding, the metadata often does not; when both exist they must agree
+    agree = None
+    if found is not None and payload is not None and "watermark" in found:
+        mark = found["watermark"]
+        agree = (mark.get("model_tag"), mark.get("consent_tag"), mark.get("serial")) == (
+            payload.model_id, payload.consent_id, payload.serial)
     typer.echo(json.dumps({"watermarked": detection.watermarked, "score": round(detection.score, 2),
                            "bit_accuracy": round(detection.bit_accuracy, 3), "frames_used": detection.frames_used,
-                           "payload": None if payload is None else str(payload)}))
+                           "payload": None if payload is None else str(payload), "manifest": found,
+                           "manifest_matches_watermark": agree}))
 
 
 consent_app = typer.Typer(add_completion=False, no_args_is_help=True,

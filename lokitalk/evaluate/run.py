@@ -98,7 +98,7 @@ def evaluate(model_dir: Path, max_frames: int | None = None, device: str = "cpu"
     out.mkdir(exist_ok=True)
     _worst_frames(out / "worst_frames.png", rendered, real, per_frame, frames)
     if write_video:
-        _side_by_side(out / "side_by_side.mp4", rendered, real, avatar, frames)
+        _side_by_side(out / "side_by_side.mp4", rendered, real, avatar, frames, trained)
     tmp = out / "metrics.json.tmp"
     tmp.write_text(json.dumps(result, indent=2))
     tmp.replace(out / "metrics.json")
@@ -133,12 +133,18 @@ def _worst_frames(path: Path, rendered: np.ndarray, real: np.ndarray, scores: np
     cv2.imwrite(str(path), cv2.cvtColor(np.concatenate(columns, axis=1), cv2.COLOR_RGB2BGR))
 
 
-def _side_by_side(path: Path, rendered: np.ndarray, real: np.ndarray, avatar: Avatar, frames: np.ndarray) -> None:
+def _side_by_side(path: Path, rendered: np.ndarray, real: np.ndarray, avatar: Avatar, frames: np.ndarray,
+                  trained: TrainedModel) -> None:
     from ..media.video import write_video
+    from ..provenance.stamp import manifest, manifest_tags, next_serial, stamp_frames
+
+    serial = next_serial(trained.root)
 
     audio = avatar.audio()
     hop = int(round(avatar.audio_spec.sample_rate / avatar.fps))
     consecutive = np.all(np.diff(frames) == 1)
     clip_audio = audio[int(frames[0]) * hop:(int(frames[-1]) + 1) * hop] if consecutive else None
-    write_video(path, (np.concatenate([r, p], axis=1) for r, p in zip(real, rendered)), avatar.fps,
-                audio=clip_audio, sample_rate=avatar.audio_spec.sample_rate)
+    pairs = (np.concatenate([r, p], axis=1) for r, p in zip(real, rendered))
+    write_video(path, stamp_frames(pairs, trained.meta, serial), avatar.fps, audio=clip_audio,
+                sample_rate=avatar.audio_spec.sample_rate,
+                metadata=manifest_tags(manifest(trained.meta, serial, "evaluate side-by-side")))

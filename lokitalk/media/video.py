@@ -399,8 +399,11 @@ def write_video(
     audio: np.ndarray | None = None,
     sample_rate: int = 16000,
     crf: int = 18,
+    metadata: dict[str, str] | None = None,
 ) -> Path:
     """Encode RGB uint8 frames as an H.264 (yuv420p) mp4, with a mono AAC track if `audio` is given.
+
+    `metadata` becomes container tags (any key: written with movflags use_metadata_tags).
 
     Frames are consumed lazily (a generator is fine). Odd sizes are padded by one pixel. The file
     appears at `path` only once complete: it is written under a hidden temporary name and renamed.
@@ -413,7 +416,10 @@ def write_video(
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = partial_path(path)
     try:
-        with av.open(str(tmp), mode="w", format="mp4", options={"movflags": "+faststart"}) as container:
+        flags = "+faststart+use_metadata_tags" if metadata else "+faststart"
+        with av.open(str(tmp), mode="w", format="mp4", options={"movflags": flags}) as container:
+            for key, value in (metadata or {}).items():
+                container.metadata[key] = value
             _encode_all(container, iter(frames), rate, samples, sample_rate, crf, path)
         os.replace(tmp, path)
     except BaseException:

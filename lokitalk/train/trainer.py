@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import time
+import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
@@ -103,8 +104,12 @@ def train(avatar_dir: Path, model_dir: Path, config: TrainConfig, device: str = 
         patch_sampler = RaySampler(avatar, RayBatchConfig(0, patch_size, 0.0, config.image_scale),
                                    seed=config.seed + 1)
 
+    # a stable id for this model: it names the model in every watermark and manifest it stamps
+    previous = model_dir / "model.json"
+    model_id = (json.loads(previous.read_text()).get("model_id") if previous.exists() else None) or uuid.uuid4().hex
     (model_dir / "model.json").write_text(json.dumps({
-        "format": MODEL_FORMAT, "lokitalk_version": __version__, "avatar": str(Path(avatar_dir).resolve()),
+        "format": MODEL_FORMAT, "model_id": model_id, "lokitalk_version": __version__,
+        "avatar": str(Path(avatar_dir).resolve()),
         "avatar_identity": avatar.summary.get("source", {}), "preset": config.preset,
         "model": model_config_to_dict(model.config), "train": {k: v for k, v in config.__dict__.items()
                                                                if k != "model"},

@@ -1,0 +1,70 @@
+"""Every video `render` writes is stamped: watermark and manifest name the model and the consent."""
+
+import json
+import sys
+from dataclasses import replace
+
+import pytest
+
+from conftest import consent_for
+from lokitalk.cli import main
+from lokitalk.provenance import Payload
+from lokitalk.train.trainer import train
+
+pytest.importorskip("mediapipe")
+
+
+def run_cli(args, capsys):
+    old = sys.argv
+    sys.argv = ["lokitalk", *map(str, args)]
+    try:
+        with pytest.raises(SystemExit) as info:
+            main()
+    finally:
+        sys.argv = old
+    out = capsys.readouterr()
+    return info.value.code, out.out, out.err
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    from lokitalk.prepare.pipeline import prepare
+    from lokitalk.prepare.runner import Reporter
+    from lokitalk.synth import make_talking_clip, write_clip
+    from test_trainer import micro_config
+
+    root = tmp_path_factory.mktemp("stamp")
+    video = write_clip(make_talking_clip(duration_s=4.0, size=160, seed=9), root / "clip.mp4")
+    consent_for(video)
+    prepare(video, root / "avatar", reporter=Reporter(quiet=True))
+    train(root / "avatar", root / "model", replace(micro_config(30), checkpoint_every=30), device="cpu",
+          show_progress=False)
+    return root
+
+
+def test_rendered_video_carries_watermark_and_manifest(model, capsys):
+    out = model / "render.mp4"
+    code, _, err = run_cli(["render", model / "model", "--split", "train", "--max-frames", 60, "--out", out], capsys)
+    assert code in (0, None), err
+    meta = json.loads((model / "model" / "model.json").read_text())
+    code, stdout, _ = run_cli(["verify", out], capsys)
+    result = json.loads(stdout.strip().splitlines()[-1])
+    assert result["watermarked"] is True
+    expected = Payload.create(meta["model_id"], meta["consent"]["consent_id"], 1)
+    assert result["payload"] == str(expected)
+    assert result["manifest"]["digitalSourceType"].endswith("trainedAlgorithmicMedia")
+    assert result["manifest"]["consent"]["consent_id"] == meta["consent"]["consent_id"]
+    assert result["manifest_matches_watermark"] is True
+
+
+def test_render_refuses_a_model_whose_consent_does_not_cover_rendering(model, capsys, tmp_path):
+    import shutil
+
+    copy = tmp_path / "model"
+    shutil.copytree(model / "model", copy)
+    meta = json.loads((copy / "model.json").read_text())
+    meta["consent"]["scope"] = ["prepare", "train"]
+    (copy / "model.json").write_text(json.dumps(meta))
+    code, _, err = run_cli(["render", copy, "--out", tmp_path / "x.mp4"], capsys)
+    assert code not in (0, None) and "does not cover 'render'" in err
+    assert not (tmp_path / "x.mp4").exists()
