@@ -34,3 +34,20 @@ def consent_for(video: Path, out: Path | None = None, subject: str = "synthetic 
     from lokitalk.provenance.consent import create_consent, default_consent_path, save_consent
 
     return save_consent(create_consent(video, subject, **kwargs), out or default_consent_path(video))
+
+
+def run_cli(args, capsys) -> tuple[int | None, str, str]:
+    """Run `lokitalk ARGS` in this process, as a user would; returns (exit code, stdout, stderr)."""
+    import sys
+
+    from lokitalk.cli import main
+
+    old = sys.argv
+    sys.argv = ["lokitalk", *map(str, args)]
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            main()
+    finally:
+        sys.argv = old
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.out, captured.err.strip()

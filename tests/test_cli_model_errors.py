@@ -1,21 +1,14 @@
 """Bad input to train / render / evaluate / verify: one line, non-zero exit, nothing written."""
 
-import sys
 
-import pytest
+import conftest
 
-from lokitalk.cli import main
 
 
 def run_cli(args, capsys):
-    old = sys.argv
-    sys.argv = ["lokitalk", *map(str, args)]
-    try:
-        with pytest.raises(SystemExit) as info:
-            main()
-    finally:
-        sys.argv = old
-    return info.value.code, capsys.readouterr().err.strip()
+    """(exit code, stderr) of `lokitalk ARGS`."""
+    code, _, err = conftest.run_cli(args, capsys)
+    return code, err
 
 
 def assert_one_line_error(code, err, *needles):

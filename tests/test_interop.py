@@ -4,16 +4,15 @@ import of a dataset LokiTalk did not write, and bad input."""
 
 import csv
 import json
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
+import conftest
 import pytest
 from scipy.spatial.transform import Rotation
 
 from conftest import consent_for, shared_file
-from lokitalk.cli import main
 from lokitalk.data.avatar import load_avatar
 from lokitalk.face_model import load_face_template
 from lokitalk.interop import nerf_format as nf
@@ -158,15 +157,9 @@ def test_deepspeech_shaped_features():
 
 
 def run_cli(args, capsys):
-    old = sys.argv
-    sys.argv = ["lokitalk", *map(str, args)]
-    try:
-        with pytest.raises(SystemExit) as exit_info:
-            main()
-    finally:
-        sys.argv = old
-    captured = capsys.readouterr()
-    return exit_info.value.code, captured.err.strip()
+    """(exit code, stderr) of `lokitalk ARGS`."""
+    code, _, err = conftest.run_cli(args, capsys)
+    return code, err
 
 
 @pytest.fixture(scope="module")

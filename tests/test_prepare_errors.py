@@ -6,10 +6,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import conftest
 import pytest
 
 from conftest import consent_for
-from lokitalk.cli import main
 from lokitalk.media.audio import write_wav
 from lokitalk.media.video import write_video
 
@@ -36,15 +36,9 @@ def still_video(path: Path, image, seconds=3.0, audio=True):
 
 
 def run_cli(args, capsys):
-    old = sys.argv
-    sys.argv = ["lokitalk", *map(str, args)]
-    try:
-        with pytest.raises(SystemExit) as exit_info:
-            main()
-    finally:
-        sys.argv = old
-    err = capsys.readouterr().err.strip()
-    return exit_info.value.code, err
+    """(exit code, stderr) of `lokitalk ARGS`."""
+    code, _, err = conftest.run_cli(args, capsys)
+    return code, err
 
 
 def assert_clean_failure(code, err, out: Path, *needles):
@@ -201,15 +195,9 @@ def test_video_edited_after_consent(tmp_path, capsys):
 
 def test_consent_create_command_then_prepare_accepts_it(tmp_path, capsys):
     video = still_video(tmp_path / "clip.mp4", portrait())
-    old = sys.argv
-    sys.argv = ["lokitalk", "consent", "create", "--subject", "Ada", "--video", str(video), "--scope",
-                "prepare,train", "--expires", "2999-12-31"]
-    try:
-        with pytest.raises(SystemExit) as exit_info:
-            main()
-    finally:
-        sys.argv = old
-    assert exit_info.value.code in (0, None)
+    code, _ = run_cli(["consent", "create", "--subject", "Ada", "--video", video, "--scope", "prepare,train",
+                       "--expires", "2999-12-31"], capsys)
+    assert code in (0, None)
     from lokitalk.provenance.consent import load_consent, require_consent
 
     record = load_consent(tmp_path / "clip.mp4.consent.json")

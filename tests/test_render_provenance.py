@@ -1,29 +1,15 @@
 """Every video `render` writes is stamped: watermark and manifest name the model and the consent."""
 
 import json
-import sys
 from dataclasses import replace
 
 import pytest
 
-from conftest import consent_for
-from lokitalk.cli import main
+from conftest import consent_for, run_cli
 from lokitalk.provenance import Payload
 from lokitalk.train.trainer import train
 
 pytest.importorskip("mediapipe")
-
-
-def run_cli(args, capsys):
-    old = sys.argv
-    sys.argv = ["lokitalk", *map(str, args)]
-    try:
-        with pytest.raises(SystemExit) as info:
-            main()
-    finally:
-        sys.argv = old
-    out = capsys.readouterr()
-    return info.value.code, out.out, out.err
 
 
 @pytest.fixture(scope="module")

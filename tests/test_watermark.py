@@ -241,9 +241,7 @@ def test_real_clip_payload_survives_and_clean_is_not_flagged():
 
 def test_verify_command_reports_clean_and_marked_videos(tmp_path, capsys):
     import json as _json
-    import sys as _sys
 
-    from lokitalk.cli import main
     from lokitalk.media.video import write_video
     from lokitalk.provenance import Payload, embed_frames
 
@@ -251,16 +249,12 @@ def test_verify_command_reports_clean_and_marked_videos(tmp_path, capsys):
     clean = write_video(tmp_path / "clean.mp4", frames, 25.0)
     marked = write_video(tmp_path / "marked.mp4", embed_frames(frames, Payload.create("m1", "c1", 7)),
                          25.0)
+    from conftest import run_cli
+
     results = {}
     for name, path in (("clean", clean), ("marked", marked)):
-        old = _sys.argv
-        _sys.argv = ["lokitalk", "verify", str(path)]
-        try:
-            with pytest.raises(SystemExit) as info:
-                main()
-        finally:
-            _sys.argv = old
-        assert info.value.code in (0, None)
-        results[name] = _json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        code, out, _ = run_cli(["verify", path], capsys)
+        assert code in (0, None)
+        results[name] = _json.loads(out.strip().splitlines()[-1])
     assert results["clean"]["watermarked"] is False
     assert results["marked"]["watermarked"] is True and results["marked"]["payload"] is not None
