@@ -152,8 +152,7 @@ def render(
 
     check_block(trained.meta.get("consent"), "render", f"model {model}")
     rendered, fps = render_test(trained, avatar_data, frames)
-    hop = int(round(avatar_data.audio_spec.sample_rate / avatar_data.fps))
-    audio = avatar_data.audio()[int(frames[0]) * hop:(int(frames[-1]) + 1) * hop]
+    audio = avatar_data.audio_for_frames(int(frames[0]), int(frames[-1]))
     serial = next_serial(model)
     write_video(out, stamp_frames(iter(rendered), trained.meta, serial), avatar_data.fps, audio=audio,
                 sample_rate=avatar_data.audio_spec.sample_rate,

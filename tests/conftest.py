@@ -51,3 +51,14 @@ def run_cli(args, capsys) -> tuple[int | None, str, str]:
         sys.argv = old
     captured = capsys.readouterr()
     return exit_info.value.code, captured.out, captured.err.strip()
+
+
+def assert_clean_failure(code, err: str, out: Path, *needles: str) -> None:
+    """A bad-input failure: non-zero exit, one 'error:' line naming the problem, and no output
+    folder (complete or partial) left behind."""
+    assert code not in (0, None)
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    assert not out.exists() and not out.with_name(out.name + ".partial").exists()

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import conftest
 import pytest
 from scipy.spatial.transform import Rotation
 
-from conftest import consent_for, shared_file
+import conftest
+from conftest import assert_clean_failure, consent_for, shared_file
 from lokitalk.data.avatar import load_avatar
 from lokitalk.face_model import load_face_template
 from lokitalk.interop import nerf_format as nf
@@ -430,15 +430,6 @@ def tiny_dataset(root: Path, n: int = 4, size: int = 64) -> Path:
     write_wav(root / "aud.wav", np.zeros(16000, np.float32))
     consent_for(root / "aud.wav")
     return root
-
-
-def assert_clean_failure(code, err, out: Path, *needles):
-    assert code not in (0, None)
-    lines = err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    assert not out.exists() and not out.with_name(out.name + ".partial").exists()
 
 
 def test_bad_datasets_fail_with_one_line_and_leave_nothing(tmp_path, capsys):

@@ -6,10 +6,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import conftest
 import pytest
 
-from conftest import consent_for
+import conftest
+from conftest import assert_clean_failure, consent_for
 from lokitalk.media.audio import write_wav
 from lokitalk.media.video import write_video
 
@@ -39,15 +39,6 @@ def run_cli(args, capsys):
     """(exit code, stderr) of `lokitalk ARGS`."""
     code, _, err = conftest.run_cli(args, capsys)
     return code, err
-
-
-def assert_clean_failure(code, err, out: Path, *needles):
-    assert code not in (0, None)
-    lines = err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    assert not out.exists() and not out.with_name(out.name + ".partial").exists()
 
 
 def test_not_a_video(tmp_path, capsys):

@@ -105,6 +105,11 @@ class Avatar:
 
         return load_audio(self.root / "audio.wav", self.audio_spec.sample_rate)
 
+    def audio_for_frames(self, first: int, last: int) -> np.ndarray:
+        """The soundtrack under frames first..last (inclusive)."""
+        hop = int(round(self.audio_spec.sample_rate / self.fps))
+        return self.audio()[first * hop:(last + 1) * hop]
+
     def _read(self, kind: str, index: int, suffix: str, flag: int) -> np.ndarray:
         if not 0 <= index < self.num_frames:
             raise IndexError(f"frame {index} outside 0..{self.num_frames - 1}")

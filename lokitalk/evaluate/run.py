@@ -105,20 +105,14 @@ def evaluate(model_dir: Path, max_frames: int | None = None, device: str = "cpu"
     return result
 
 
-def _lpips(rendered: np.ndarray, real: np.ndarray) -> float | None:
+def _lpips(rendered: np.ndarray, real: np.ndarray, chunk: int = 8) -> float | None:
+    from .lpips import LPIPSWeightsNotFound, lpips_distance
+
     try:
-        from .lpips import LPIPS
-    except Exception:  # pragma: no cover - the module is part of the package
-        return None
-    try:
-        net = LPIPS("alex")
-    except Exception:
+        values = [lpips_distance(rendered[i:i + chunk], real[i:i + chunk]) for i in range(0, len(real), chunk)]
+    except LPIPSWeightsNotFound:
         return None  # weights not installed: reported as null, never as a made-up number
-    with torch.no_grad():
-        a = torch.from_numpy(rendered).permute(0, 3, 1, 2).float() / 127.5 - 1
-        b = torch.from_numpy(real).permute(0, 3, 1, 2).float() / 127.5 - 1
-        values = [float(net(a[i:i + 8], b[i:i + 8]).mean()) * len(a[i:i + 8]) for i in range(0, len(a), 8)]
-    return float(sum(values) / len(a))
+    return float(np.concatenate(values).mean())
 
 
 def _worst_frames(path: Path, rendered: np.ndarray, real: np.ndarray, scores: np.ndarray, frames: np.ndarray,
@@ -140,10 +134,8 @@ def _side_by_side(path: Path, rendered: np.ndarray, real: np.ndarray, avatar: Av
 
     serial = next_serial(trained.root)
 
-    audio = avatar.audio()
-    hop = int(round(avatar.audio_spec.sample_rate / avatar.fps))
     consecutive = np.all(np.diff(frames) == 1)
-    clip_audio = audio[int(frames[0]) * hop:(int(frames[-1]) + 1) * hop] if consecutive else None
+    clip_audio = avatar.audio_for_frames(int(frames[0]), int(frames[-1])) if consecutive else None
     pairs = (np.concatenate([r, p], axis=1) for r, p in zip(real, rendered))
     write_video(path, stamp_frames(pairs, trained.meta, serial), avatar.fps, audio=clip_audio,
                 sample_rate=avatar.audio_spec.sample_rate,

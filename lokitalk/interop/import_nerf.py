@@ -397,19 +397,8 @@ def import_nerf(dataset_dir: str | Path, out_dir: str | Path, config: ImportConf
             "config": repr(config), "imported_from": imported, "consent": record.block()})
         summary = dict(extras.meta.get("summary", {})) if extras is not None else {}
         summary.update({
-            "frames": n, "fps": config.fps, "duration_s": round(n / config.fps, 3),
-            "width": ds.width, "height": ds.height,
-            "face_coverage": round(r["analyse"]["face_coverage"], 4),
-            "valid_fraction": round(r["analyse"]["valid_fraction"], 4),
-            "focal_px": round(r["pose"]["focal_px"], 2), "focal_source": r["pose"]["focal_source"],
-            "reprojection_error_px": round(r["pose"]["reprojection_error_px"], 3),
-            "yaw_range_deg": [round(v, 1) for v in r["pose"]["yaw_range_deg"]],
-            "blinks": r["signals"]["blinks"],
-            "av_offset_ms": r["audio"]["av_offset_ms"], "av_offset_applied_ms": r["audio"]["av_offset_applied_ms"],
-            "av_offset_confident": r["audio"]["av_offset_confident"],
-            "train_frames": r["split"]["train_frames"], "test_frames": r["split"]["test_frames"],
-            "background_unseen_fraction": r["background"]["background_unseen_fraction"],
-            "region_fraction": r["masks"]["region_fraction"], "source": source,
+            **pipeline.step_summary(r, n, config.fps, ds.width, ds.height),
+            "source": source,
             "imported_from": imported, "consent_id": record.consent_id,
             "elapsed_s": round(time.perf_counter() - start, 2)})
         return summary

@@ -25,7 +25,7 @@ from .av_offset import OffsetConfig, estimate_offset, shift_audio, speech_energy
 from .crop import CropBox, CropConfig, choose_crop
 from .landmarks import LandmarkConfig, check_faces, fill_gaps, locate_faces, track_landmarks
 from .pose import PoseConfig, euler_from_rotation, fit_head_pose
-from .runner import Reporter, Step, StepContext, StepRunner, file_identity
+from .runner import Reporter, Step, StepContext, StepRunner, file_identity, write_json_atomic
 from .signals import (LipBasis, SignalConfig, align_to_head_frame, detect_blinks, eye_ratio,
                       fit_lip_basis, mouth_opening, rebase_lip_basis)
 
@@ -160,8 +160,6 @@ def step_pose(ctx: StepContext) -> dict[str, Any]:
     camera = {"model": "pinhole", "convention": "opencv", "focal_px": fit.focal_px,
               "focal_source": fit.focal_source, "cx": fit.cx,
               "cy": fit.cy, "width": size, "height": size}
-    from .runner import write_json_atomic
-
     write_json_atomic(ctx.path("camera.json"), camera)
     return {"focal_px": fit.focal_px, "focal_source": fit.focal_source,
             "reprojection_error_px": float(fit.per_frame_error_px[valid].mean()) if valid.any()
@@ -195,9 +193,7 @@ def step_signals(ctx: StepContext) -> dict[str, Any]:
 
 def step_audio(ctx: StepContext) -> dict[str, Any]:
     cfg: PrepareConfig = ctx.params["config"]
-    from ..media.audio import load_audio as load
-
-    audio = load(ctx.path("audio_source.wav"), SAMPLE_RATE)
+    audio = load_audio(ctx.path("audio_source.wav"), SAMPLE_RATE)
     signals = np.load(ctx.path("signals.npz"))
     n = ctx.results["media"]["frames"]
     estimate = estimate_offset(signals["mouth_opening"], speech_energy_db(audio, n, cfg.fps, SAMPLE_RATE),
@@ -261,7 +257,6 @@ def step_background(ctx: StepContext) -> dict[str, Any]:
 
 def step_split(ctx: StepContext) -> dict[str, Any]:
     from .split import temporal_split
-    from .runner import write_json_atomic
 
     cfg: PrepareConfig = ctx.params["config"]
     split = temporal_split(ctx.results["media"]["frames"], cfg.test_fraction)
@@ -276,6 +271,24 @@ def step_report(ctx: StepContext) -> dict[str, Any]:
     contact_sheet(ctx.work_dir, load_frames(ctx), load_labels(ctx), cfg.fps)
     signals_plot(ctx.work_dir, cfg.fps)
     return {}
+
+
+def step_summary(r: dict[str, dict[str, Any]], frames: int, fps: float, width: int, height: int) -> dict[str, Any]:
+    """The summary.json figures that come from the shared steps (prepare and import-nerf)."""
+    return {
+        "frames": frames, "fps": fps, "duration_s": round(frames / fps, 3), "width": width, "height": height,
+        "face_coverage": round(r["analyse"]["face_coverage"], 4),
+        "valid_fraction": round(r["analyse"]["valid_fraction"], 4),
+        "focal_px": round(r["pose"]["focal_px"], 2), "focal_source": r["pose"]["focal_source"],
+        "reprojection_error_px": round(r["pose"]["reprojection_error_px"], 3),
+        "yaw_range_deg": [round(v, 1) for v in r["pose"]["yaw_range_deg"]],
+        "blinks": r["signals"]["blinks"],
+        "av_offset_ms": r["audio"]["av_offset_ms"], "av_offset_applied_ms": r["audio"]["av_offset_applied_ms"],
+        "av_offset_confident": r["audio"]["av_offset_confident"],
+        "train_frames": r["split"]["train_frames"], "test_frames": r["split"]["test_frames"],
+        "background_unseen_fraction": r["background"]["background_unseen_fraction"],
+        "region_fraction": r["masks"]["region_fraction"],
+    }
 
 
 def build_steps(config: PrepareConfig) -> list[Step]:
@@ -322,28 +335,13 @@ def prepare(video: Path, out: Path, audio: Path | None = None, config: PrepareCo
         r = ctx.results
         n = r["media"]["frames"]
         elapsed = time.perf_counter() - start
-        from .runner import write_json_atomic
-
         write_json_atomic(ctx.path("avatar.json"), {
             "format": AVATAR_FORMAT, "lokitalk_version": __version__, "source": r["locate"]["source"],
             "source_identity": identity, "crop": r["locate"]["crop"], "fps": config.fps,
             "config": repr(config), "consent": record.block()})
         return {
             "consent_id": record.consent_id,
-            "frames": n, "fps": config.fps, "duration_s": round(n / config.fps, 3),
-            "width": r["media"]["size"], "height": r["media"]["size"],
-            "face_coverage": round(r["analyse"]["face_coverage"], 4),
-            "valid_fraction": round(r["analyse"]["valid_fraction"], 4),
-            "focal_px": round(r["pose"]["focal_px"], 2), "focal_source": r["pose"]["focal_source"],
-            "reprojection_error_px": round(r["pose"]["reprojection_error_px"], 3),
-            "yaw_range_deg": [round(v, 1) for v in r["pose"]["yaw_range_deg"]],
-            "blinks": r["signals"]["blinks"],
-            "av_offset_ms": r["audio"]["av_offset_ms"],
-            "av_offset_applied_ms": r["audio"]["av_offset_applied_ms"],
-            "av_offset_confident": r["audio"]["av_offset_confident"],
-            "train_frames": r["split"]["train_frames"], "test_frames": r["split"]["test_frames"],
-            "background_unseen_fraction": r["background"]["background_unseen_fraction"],
-            "region_fraction": r["masks"]["region_fraction"],
+            **step_summary(r, n, config.fps, r["media"]["size"], r["media"]["size"]),
             "source": r["locate"]["source"],
             "elapsed_s": round(elapsed, 2),
         }

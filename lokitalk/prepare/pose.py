@@ -81,15 +81,6 @@ def project(points: np.ndarray, rotation: np.ndarray, translation: np.ndarray,
     return cam[..., :2] / z * focal + np.array([cx, cy])
 
 
-def skew(v: np.ndarray) -> np.ndarray:
-    """[...,3] -> [...,3,3] cross-product matrices."""
-    out = np.zeros(v.shape[:-1] + (3, 3), v.dtype)
-    out[..., 0, 1], out[..., 0, 2] = -v[..., 2], v[..., 1]
-    out[..., 1, 0], out[..., 1, 2] = v[..., 2], -v[..., 0]
-    out[..., 2, 0], out[..., 2, 1] = -v[..., 1], v[..., 0]
-    return out
-
-
 def exp_so3(v: np.ndarray) -> np.ndarray:
     return Rotation.from_rotvec(v.reshape(-1, 3)).as_matrix().reshape(v.shape[:-1] + (3, 3))
 
