@@ -98,6 +98,39 @@ def quickstart(
 
 
 @app.command()
+def demo(
+    out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Folder for everything the demo makes "
+                             "(run again to resume: finished steps are kept)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Training steps (default: what fits ~10 min on "
+                                        "a 2-core CPU; more on a GPU)."),
+    preset: str = typer.Option("tiny", "--preset", help="Training preset: tiny (CPU), fast or full (GPU)."),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA when there is one), cpu, cuda or cuda:N."),
+    prior: Optional[Path] = typer.Option(None, "--prior", help="Prior written by `lokitalk pretrain`: "
+                                         "train from it."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
+) -> None:
+    """The whole pipeline on a synthetic subject: prepare, train, speak a new sentence, evaluate, verify."""
+    from dataclasses import replace
+
+    from .demo import DemoConfig, run_demo
+    from .demo.pipeline import default_steps
+
+    if preset not in ("tiny", "fast", "full"):
+        raise LokiTalkError(f"--preset must be tiny, fast or full, not {preset!r}")
+    if steps is not None and steps <= 0:
+        raise LokiTalkError("--steps must be positive")
+    config = replace(DemoConfig(), preset=preset, device=device, prior=prior,
+                     steps=steps if steps is not None else default_steps(preset, device))
+    metrics = run_demo(out, config, quiet=quiet)
+    check = metrics["steps"].get("check", {})
+    typer.echo(json.dumps({"video": str(out / "spoken.mp4"), "report": metrics.get("report"),
+                           "psnr": metrics["steps"].get("evaluate", {}).get("psnr"),
+                           "lip_sync_r": check.get("lip_sync", {}).get("spoken_vs_truth", {}).get("r"),
+                           "watermarked": metrics["steps"].get("verify", {}).get("watermarked"),
+                           "total_s": metrics.get("total_s")}))
+
+
+@app.command()
 def train(
     avatar: Path = typer.Argument(..., help="Avatar folder written by `lokitalk prepare`."),
     out: Path = typer.Option(..., "--out", "-o", help="Model folder to create (or continue with --resume)."),
@@ -108,6 +141,10 @@ def train(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the folder's last checkpoint."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
+    prior: Optional[Path] = typer.Option(None, "--prior", help="Prior written by `lokitalk pretrain`: start "
+                                         "from it and fine-tune (its model size replaces the preset's)."),
+    train_seconds: Optional[float] = typer.Option(None, "--train-seconds", help="Train on the first N s of "
+                                                  "the training frames only (test frames unchanged)."),
 ) -> None:
     """Train the talking head of one person on the avatar's training frames."""
     from .train.config import preset as make_preset
@@ -121,8 +158,51 @@ def train(
     if steps is not None and steps <= 0:
         raise LokiTalkError("--steps must be positive")
     config = with_steps(make_preset(preset, deformation), steps)
-    summary = run_train(avatar, out, config, device=device, resume=resume, show_progress=not quiet)
+    if train_seconds is not None:
+        if train_seconds <= 0:
+            raise LokiTalkError("--train-seconds must be positive")
+        from dataclasses import replace
+
+        config = replace(config, train_seconds=train_seconds)
+    summary = run_train(avatar, out, config, device=device, resume=resume, show_progress=not quiet, prior=prior)
     typer.echo(json.dumps(summary))
+
+
+@app.command()
+def pretrain(
+    avatars: list[Path] = typer.Argument(..., help="Avatar folders of the identities to learn from."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the run; the prior is written to OUT/prior."),
+    preset: str = typer.Option("tiny", "--preset", help="tiny, fast or full: model size and step budget."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Override the preset's number of steps."),
+    identities_per_step: int = typer.Option(0, "--identities-per-step", help="Identities rendered per step, "
+                                            "a multiple of the number of ranks (0: one per rank)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (under torchrun: one GPU a rank)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from OUT's last checkpoint."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
+) -> None:
+    """Pretrain a multi-identity prior (one process, or many under torchrun: DDP, NCCL/gloo)."""
+    from .train.config import preset as make_preset
+    from .train.config import with_steps
+    from .train.pretrain import PretrainConfig
+    from .train.pretrain import pretrain as run_pretrain
+
+    if preset not in ("tiny", "fast", "full"):
+        raise LokiTalkError(f"--preset must be tiny, fast or full, not {preset!r}")
+    if steps is not None and steps <= 0:
+        raise LokiTalkError("--steps must be positive")
+    if not avatars:
+        raise LokiTalkError("pretrain needs at least one avatar folder")
+    config = PretrainConfig(train=with_steps(make_preset(preset), steps), identities_per_step=identities_per_step)
+    summary = run_pretrain(avatars, out, config, device=device, resume=resume, show_progress=not quiet)
+    import os
+
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for the run
+        typer.echo(json.dumps(summary))
+
+
+SIGN_CERT_HELP = ("C2PA: sign the output with this PEM certificate chain (signer first; default "
+                  "$LOKITALK_C2PA_CERT). Needs c2pa-python.")
+SIGN_KEY_HELP = "C2PA: the signer's private key, PEM (default $LOKITALK_C2PA_KEY)."
 
 
 @app.command()
@@ -133,6 +213,8 @@ def render(
                               "driving signals."),
     device: str = typer.Option("cpu", "--device"),
     max_frames: Optional[int] = typer.Option(None, "--max-frames", help="Render only the first N frames."),
+    sign_cert: Optional[Path] = typer.Option(None, "--sign-cert", help=SIGN_CERT_HELP),
+    sign_key: Optional[Path] = typer.Option(None, "--sign-key", help=SIGN_KEY_HELP),
 ) -> None:
     """Re-enact frames of the avatar from their own pose, eye ratio and lip feature, with audio."""
     from .data.avatar import load_avatar
@@ -142,6 +224,9 @@ def render(
 
     if split not in ("test", "train"):
         raise LokiTalkError(f"--split must be test or train, not {split!r}")
+    from .provenance.c2pa_sign import load_signer, sign_output
+
+    signer = load_signer(sign_cert, sign_key)  # before any work: a bad cert/key stops here
     trained = load_trained(model, device)
     avatar_data = load_avatar(trained.avatar_dir)
     frames = avatar_data.split.test if split == "test" else avatar_data.split.train
@@ -157,7 +242,8 @@ def render(
     write_video(out, stamp_frames(iter(rendered), trained.meta, serial), avatar_data.fps, audio=audio,
                 sample_rate=avatar_data.audio_spec.sample_rate,
                 metadata=manifest_tags(manifest(trained.meta, serial, "render")))
-    typer.echo(json.dumps({"frames": int(len(frames)), "render_fps": round(fps, 2), "out": str(out)}))
+    signed = sign_output(out, trained.meta, serial, signer, "render")
+    typer.echo(json.dumps({"frames": int(len(frames)), "render_fps": round(fps, 2), "out": str(out), "c2pa": signed}))
 
 
 @app.command()
@@ -165,13 +251,57 @@ def evaluate(
     model: Path = typer.Argument(..., help="Model folder written by `lokitalk train`."),
     device: str = typer.Option("cpu", "--device"),
     max_frames: Optional[int] = typer.Option(None, "--max-frames", help="Evaluate N evenly spaced test frames."),
+    sign_cert: Optional[Path] = typer.Option(None, "--sign-cert", help=SIGN_CERT_HELP),
+    sign_key: Optional[Path] = typer.Option(None, "--sign-key", help=SIGN_KEY_HELP),
+    video: Optional[Path] = typer.Option(None, "--video", help="Instead: the lip-sync report of this rendered "
+                                         "video (audio-video offset, correlation, blinks, mouth amplitude)."),
+    audio: Optional[Path] = typer.Option(None, "--audio", help="With --video: the speech to measure against "
+                                         "(default: the video's own soundtrack)."),
+    against_test: bool = typer.Option(False, "--against-test", help="With --video: frame k re-enacts test frame "
+                                      "k (speak --head-motion reference): also LMD against the real frames."),
 ) -> None:
     """Metrics on the held-out test frames, beside the mean-image and nearest-frame baselines."""
     from .evaluate.run import evaluate as run_evaluate
 
-    result = run_evaluate(model, max_frames=max_frames, device=device)
+    if video is not None:  # lip-sync report of a rendered speech video (lokitalk/evaluate/sync.py)
+        from .evaluate.sync import evaluate_video
+
+        typer.echo(json.dumps(evaluate_video(model, video, audio, against_test), indent=2))
+        typer.echo(f"written: {model / 'eval' / f'sync_{video.stem}.json'}")
+        return
+    if audio is not None or against_test:
+        raise LokiTalkError("--audio and --against-test go with --video")
+    from .provenance.c2pa_sign import load_signer
+
+    signer = load_signer(sign_cert, sign_key)  # side_by_side.mp4 is C2PA-signed when given
+    result = run_evaluate(model, max_frames=max_frames, device=device, signer=signer)
     typer.echo(json.dumps(result, indent=2))
     typer.echo(f"written: {model / 'eval' / 'metrics.json'}, side_by_side.mp4, worst_frames.png")
+
+
+@app.command()
+def speak(
+    model: Path = typer.Argument(..., help="Model folder written by `lokitalk train`."),
+    audio: Path = typer.Option(..., "--audio", "-a", help="Speech to say (wav/mp3/m4a/flac/ogg/mp4..., any rate)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Video file to write (mp4, 25 fps, with the speech)."),
+    head_motion: str = typer.Option("replay", "--head-motion", help="replay (the person's own motion, re-cut "
+                                    "without loops), still, or reference (the test split's real poses)."),
+    no_adapt: bool = typer.Option(False, "--no-adapt", help="Use the shared Audio2Motion as is (no "
+                                  "adaptation to this person's clip)."),
+    no_blinks: bool = typer.Option(False, "--no-blinks", help="Eyes stay open."),
+    seed: int = typer.Option(0, "--seed", help="Seed of blink times and head-motion segments."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
+    sign_cert: Optional[Path] = typer.Option(None, "--sign-cert", help=SIGN_CERT_HELP),
+    sign_key: Optional[Path] = typer.Option(None, "--sign-key", help=SIGN_KEY_HELP),
+) -> None:
+    """Say any speech with a trained avatar: a lip-synced, blinking, moving, watermarked mp4."""
+    from .speak import SpeakConfig
+    from .speak import speak as run_speak
+
+    config = SpeakConfig(head_motion=head_motion, adapt=not no_adapt, blinks=not no_blinks, seed=seed,
+                         sign_cert=sign_cert, sign_key=sign_key)
+    typer.echo(json.dumps(run_speak(model, audio, out, config, device=device, show_progress=not quiet)))
 
 
 @app.command("import-nerf")
@@ -219,8 +349,11 @@ def export_nerf_command(
 def verify(
     video: Path = typer.Argument(..., help="Any video file."),
     max_frames: int = typer.Option(100, "--max-frames", help="Frames spread over the video to examine."),
+    trust_anchors: Optional[Path] = typer.Option(None, "--trust-anchors", help="PEM root certificates: "
+                                                 "report C2PA credentials as trusted when their signer "
+                                                 "chains to one."),
 ) -> None:
-    """Say whether a video carries a LokiTalk watermark, and its payload."""
+    """Say whether a video carries a LokiTalk watermark, its payload, manifest and C2PA credentials."""
     from .provenance import detect_video
 
     if max_frames < 1:
@@ -239,10 +372,15 @@ def verify(
         mark = found["watermark"]
         agree = (mark.get("model_tag"), mark.get("consent_tag"), mark.get("serial")) == (
             payload.model_id, payload.consent_id, payload.serial)
+    from .provenance.c2pa_sign import cross_check, describe, read_c2pa
+
+    credentials = read_c2pa(video, trust_anchors)
+    checks = cross_check(credentials, found, payload)
+    typer.echo(describe(credentials, checks))
     typer.echo(json.dumps({"watermarked": detection.watermarked, "score": round(detection.score, 2),
                            "bit_accuracy": round(detection.bit_accuracy, 3), "frames_used": detection.frames_used,
                            "payload": None if payload is None else str(payload), "manifest": found,
-                           "manifest_matches_watermark": agree}))
+                           "manifest_matches_watermark": agree, "c2pa": credentials, **checks}))
 
 
 consent_app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -274,6 +412,29 @@ def consent_show(record: Path = typer.Argument(..., help="A consent record file.
     from .provenance.consent import load_consent
 
     typer.echo(json.dumps(load_consent(record).to_json(), indent=2))
+
+
+provenance_app = typer.Typer(add_completion=False, no_args_is_help=True,
+                             help="C2PA content credentials: test certificates.")
+app.add_typer(provenance_app, name="provenance")
+
+
+@provenance_app.command("keygen")
+def provenance_keygen(
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for ca.pem, chain.pem and signer.key."),
+    days: int = typer.Option(365, "--days", help="Validity of the certificates."),
+) -> None:
+    """FOR TESTING ONLY: a throw-away CA and C2PA signer certificate (real deployments supply their own)."""
+    from .provenance.c2pa_sign import make_test_chain
+
+    if days < 1:
+        raise LokiTalkError("--days must be at least 1")
+    if out.exists() and any((out / name).exists() for name in ("ca.pem", "chain.pem", "signer.key")):
+        raise LokiTalkError(f"{out} already holds a certificate or key: choose another folder")
+    paths = make_test_chain(out, days)
+    typer.echo(json.dumps({k: str(v) for k, v in paths.items()}))
+    typer.echo(f"TEST certificates (not trusted by anyone): sign with --sign-cert {paths['chain']} --sign-key "
+               f"{paths['key']}; verify with --trust-anchors {paths['ca']}")
 
 
 def main() -> None:

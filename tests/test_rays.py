@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from lokitalk.data.rays import RayBatchConfig, RaySampler, pixel_rays, pixel_rays_reference
+from lokitalk.data.rays import RayBatchConfig, RaySampler, frame_rays, pixel_rays, pixel_rays_reference
 from lokitalk.face_model import load_face_template
 from lokitalk.prepare.pose import project
 
@@ -23,6 +23,23 @@ def test_rays_match_the_reference_and_pass_through_projected_points(rng):
     o, d = pixel_rays(rotation, translation, focal, cx, cy, np.array([uv[0] - 0.5]), np.array([uv[1] - 0.5]))
     distance = np.linalg.norm(np.cross(point - o[0], d[0]))
     assert distance < 1e-9
+
+
+def test_whole_frame_rays_on_device_match_per_pixel_rays():
+    import torch
+
+    rotation = Rotation.from_euler("yxz", [-15, 8, -3], degrees=True).as_matrix()
+    translation = np.array([-0.01, 0.03, 0.7])
+    focal, cx, cy, width, height = 420.0, 61.0, 47.5, 120, 96
+    origins, dirs = frame_rays(torch.from_numpy(rotation).float(), torch.from_numpy(translation).float(),
+                               focal, cx, cy, width, height)
+    ys, xs = np.mgrid[0:height, 0:width]
+    ref_origins, ref_dirs = pixel_rays(rotation.astype(np.float32).astype(np.float64),
+                                       translation.astype(np.float32).astype(np.float64), focal, cx, cy,
+                                       xs.ravel(), ys.ravel())
+    assert origins.shape == (width * height, 3) and origins.dtype == torch.float32
+    np.testing.assert_allclose(origins.numpy(), ref_origins, atol=1e-6)
+    np.testing.assert_allclose(dirs.numpy(), ref_dirs, atol=1e-6)
 
 
 def test_sampler_batches_carry_their_frame_conditioning(tmp_path):

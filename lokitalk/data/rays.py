@@ -28,6 +28,23 @@ def pixel_rays(rotation: np.ndarray, translation: np.ndarray, focal: float, cx: 
     return np.broadcast_to(origin, dirs.shape).copy(), dirs
 
 
+def frame_rays(rotation: torch.Tensor, translation: torch.Tensor, focal: float, cx: float, cy: float,
+               width: int, height: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """Every pixel of a frame, row-major, built on `device` (no host work per frame when
+    rendering on a GPU) -> origins [H*W,3], unit directions [H*W,3], float32. Same maths as
+    `pixel_rays`, in float64 until the end."""
+    rot = torch.as_tensor(rotation, dtype=torch.float64, device=device)
+    trans = torch.as_tensor(translation, dtype=torch.float64, device=device)
+    ys, xs = torch.meshgrid(torch.arange(height, device=device, dtype=torch.float64),
+                            torch.arange(width, device=device, dtype=torch.float64), indexing="ij")
+    cam_dirs = torch.stack([(xs.reshape(-1) + 0.5 - cx) / focal, (ys.reshape(-1) + 0.5 - cy) / focal,
+                            torch.ones(height * width, dtype=torch.float64, device=device)], -1)
+    dirs = cam_dirs @ rot
+    dirs = dirs / torch.linalg.norm(dirs, dim=-1, keepdim=True)
+    origin = -rot.T @ trans
+    return origin.expand_as(dirs).float(), dirs.float()
+
+
 def pixel_rays_reference(rotation, translation, focal, cx, cy, x: int, y: int) -> tuple[np.ndarray, np.ndarray]:
     """Slow reference: one pixel, by inverting the projection with explicit matrices."""
     k = np.array([[focal, 0, cx], [0, focal, cy], [0, 0, 1.0]])

@@ -63,7 +63,11 @@ def _lip_and_eye_metrics(rendered: np.ndarray, avatar: Avatar, frames: np.ndarra
     return {"lmd": lmd, "eye_ratio_error": eye_error, "landmark_frames": int(ok.sum())}
 
 
-def evaluate(model_dir: Path, max_frames: int | None = None, device: str = "cpu", write_video: bool = True) -> dict:
+def evaluate(model_dir: Path, max_frames: int | None = None, device: str = "cpu", write_video: bool = True,
+             save_frames: bool = False, signer=None) -> dict:
+    """`save_frames`: also keep the rendered frames (eval/test_frames.npz, uint8, with their
+    indices), e.g. to measure LMD later on a machine that has the landmarker. `signer`: a
+    `provenance.c2pa_sign.load_signer` result; the side-by-side video is then C2PA-signed."""
     trained = load_trained(model_dir, device)
     avatar = load_avatar(trained.avatar_dir)
     frames = avatar.split.test
@@ -97,8 +101,10 @@ def evaluate(model_dir: Path, max_frames: int | None = None, device: str = "cpu"
     out = Path(model_dir) / "eval"
     out.mkdir(exist_ok=True)
     _worst_frames(out / "worst_frames.png", rendered, real, per_frame, frames)
+    if save_frames:
+        np.savez_compressed(out / "test_frames.npz", frames=rendered, indices=frames)
     if write_video:
-        _side_by_side(out / "side_by_side.mp4", rendered, real, avatar, frames, trained)
+        _side_by_side(out / "side_by_side.mp4", rendered, real, avatar, frames, trained, signer)
     tmp = out / "metrics.json.tmp"
     tmp.write_text(json.dumps(result, indent=2))
     tmp.replace(out / "metrics.json")
@@ -128,8 +134,9 @@ def _worst_frames(path: Path, rendered: np.ndarray, real: np.ndarray, scores: np
 
 
 def _side_by_side(path: Path, rendered: np.ndarray, real: np.ndarray, avatar: Avatar, frames: np.ndarray,
-                  trained: TrainedModel) -> None:
+                  trained: TrainedModel, signer=None) -> None:
     from ..media.video import write_video
+    from ..provenance.c2pa_sign import sign_output
     from ..provenance.stamp import manifest, manifest_tags, next_serial, stamp_frames
 
     serial = next_serial(trained.root)
@@ -140,3 +147,4 @@ def _side_by_side(path: Path, rendered: np.ndarray, real: np.ndarray, avatar: Av
     write_video(path, stamp_frames(pairs, trained.meta, serial), avatar.fps, audio=clip_audio,
                 sample_rate=avatar.audio_spec.sample_rate,
                 metadata=manifest_tags(manifest(trained.meta, serial, "evaluate side-by-side")))
+    sign_output(path, trained.meta, serial, signer, "evaluate side-by-side")

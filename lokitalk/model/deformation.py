@@ -17,13 +17,20 @@ a comparison at the same step budget measures the region ties, not capacity.
 
 Both start as the identity (last layers zero-initialised): a fresh model renders the canonical
 field unchanged.
+
+Multi-identity priors (lokitalk.model.identity): with `identity_dim` > 0 either net also takes a
+per-identity dynamic feature (projected like a signal) and one hypernetwork-generated layer, a
+residual `h + W relu(h) + b` on the hidden state (after the face trunk; after the first layer of
+the global net). `identity_dim` = 0 (the default) builds exactly the single-person nets.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -36,6 +43,24 @@ class DeformationConfig:
     eye_dim: int = 2
     pose_dim: int = 6  # rotation vector and translation of the head -> camera pose
     signal_dim: int = 32  # each signal is projected to this width before it enters the MLP
+    identity_dim: int = 0  # > 0: per-identity dynamic feature and generated layer (multi-identity prior)
+
+
+class DeformationIdentity(NamedTuple):
+    """One identity's inputs to the deformation net (lokitalk.model.identity)."""
+
+    code: torch.Tensor  # [1, identity_dim] dynamic feature
+    weight: torch.Tensor  # [hidden, hidden] the hypernetwork-generated layer
+    bias: torch.Tensor  # [hidden]
+
+
+def _identity_layer(hidden: torch.Tensor, identity: DeformationIdentity) -> torch.Tensor:
+    return hidden + F.linear(torch.relu(hidden), identity.weight.to(hidden.dtype), identity.bias.to(hidden.dtype))
+
+
+def _check_identity(config: DeformationConfig, identity: DeformationIdentity | None) -> None:
+    if (identity is None) != (config.identity_dim == 0):
+        raise ValueError("a multi-identity deformation net needs its identity's parts, a single-person one none")
 
 
 def positional_encoding(x: torch.Tensor, frequencies: int) -> torch.Tensor:
@@ -76,23 +101,34 @@ class RegionDeformation(nn.Module):
         self.eye_proj = nn.Linear(config.eye_dim, s)
         self.pose_proj = nn.Linear(config.pose_dim, s)
         self.face_attention = mlp(pe, config.hidden, 2, layers=1)  # -> (lip, eye) logits
-        self.face_trunk = mlp(pe + 2 * s, config.hidden, config.hidden, layers=1)
+        ident = s if config.identity_dim else 0
+        if config.identity_dim:
+            self.identity_proj = nn.Linear(config.identity_dim, s)
+        self.face_trunk = mlp(pe + 2 * s + ident, config.hidden, config.hidden, layers=1)
         self.face_out = nn.Linear(config.hidden, 3)
         self.torso_attention = mlp(pe, config.hidden, 1, layers=1)
         self.torso_net = mlp(pe + s + config.hidden, config.hidden, 3, layers=2, zero_last=True)
         nn.init.zeros_(self.face_out.weight)
         nn.init.zeros_(self.face_out.bias)
 
-    def forward(self, x: torch.Tensor, lip: torch.Tensor, eye: torch.Tensor, pose: torch.Tensor) -> DeformationOutput:
+    def forward(self, x: torch.Tensor, lip: torch.Tensor, eye: torch.Tensor, pose: torch.Tensor,
+                identity: DeformationIdentity | None = None) -> DeformationOutput:
         """x [M,3]; lip [M or 1, lip_dim], eye [M or 1, eye_dim], pose [M or 1, pose_dim]: one row
-        per point, or a single row for a batch from one frame (projected once, then broadcast)."""
+        per point, or a single row for a batch from one frame (projected once, then broadcast).
+        `identity`: the identity's parts, for a multi-identity net only."""
+        _check_identity(self.config, identity)
         f = self.config.posenc_frequencies
         enc = positional_encoding(x, f)
         att = torch.sigmoid(self.face_attention(enc))
         a_lip, a_eye = att[:, 0], att[:, 1]
         lip_in = a_lip[:, None] * self.lip_proj(lip)  # [M,s] (broadcast from [1,s] when shared)
         eye_in = a_eye[:, None] * self.eye_proj(eye)
-        hidden = self.face_trunk(torch.cat([enc, lip_in, eye_in], -1))
+        parts = [enc, lip_in, eye_in]
+        if identity is not None:
+            parts.append(self.identity_proj(identity.code.to(x.dtype)).expand(x.shape[0], -1))
+        hidden = self.face_trunk(torch.cat(parts, -1))
+        if identity is not None:
+            hidden = _identity_layer(hidden, identity)
         dx_face = self.face_out(torch.relu(hidden))
         x1 = x + dx_face
         enc1 = positional_encoding(x1, f)
@@ -109,13 +145,19 @@ class GlobalDeformation(nn.Module):
         self.config = config
         pe = 3 + 6 * config.posenc_frequencies
         s = config.signal_dim
-        self.signal_proj = nn.Linear(config.lip_dim + config.eye_dim + config.pose_dim, 3 * s)
+        self.signal_proj = nn.Linear(config.lip_dim + config.eye_dim + config.pose_dim + config.identity_dim, 3 * s)
         self.net = mlp(pe + 3 * s, config.hidden, 3, layers=3, zero_last=True)
 
-    def forward(self, x: torch.Tensor, lip: torch.Tensor, eye: torch.Tensor, pose: torch.Tensor) -> DeformationOutput:
+    def forward(self, x: torch.Tensor, lip: torch.Tensor, eye: torch.Tensor, pose: torch.Tensor,
+                identity: DeformationIdentity | None = None) -> DeformationOutput:
+        _check_identity(self.config, identity)
         enc = positional_encoding(x, self.config.posenc_frequencies)
-        signals = self.signal_proj(torch.cat([lip, eye, pose], -1)).expand(x.shape[0], -1)
-        dx = self.net(torch.cat([enc, signals], -1))
+        inputs = [lip, eye, pose] if identity is None else [lip, eye, pose, identity.code.to(lip.dtype)]
+        signals = self.signal_proj(torch.cat(inputs, -1)).expand(x.shape[0], -1)
+        if identity is None:
+            dx = self.net(torch.cat([enc, signals], -1))
+        else:  # the generated layer after the first hidden layer
+            dx = self.net[2:](_identity_layer(self.net[:2](torch.cat([enc, signals], -1)), identity))
         return DeformationOutput(x + dx, {}, dx)
 
 

@@ -4,18 +4,28 @@ Canonical field (shared space of all frames): a point in the head frame's boundi
 tri-plane features h -> density head (sigma and a geometry feature) -> colour head (geometry
 feature and view direction) -> rgb. Densities are exp of the raw output (clamped), so that
 empty space and opaque skin are both easy to reach.
+
+Multi-identity priors (lokitalk.model.identity, `ModelConfig.identity` set): the grid, heads and
+deformation are shared by all identities; each identity adds a residual canonical-offset grid to
+the tri-plane features, a geometry feature to the density head's input, an appearance feature to
+the colour head's input, and a dynamic feature plus one generated layer to the deformation net.
+Without `identity` (the default) the model is exactly the single-person one.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from dataclasses import field as dc_field
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from .deformation import DeformationConfig, build_deformation, mlp, positional_encoding
 from .encoding import TriPlaneConfig, TriPlaneEncoding
+
+if TYPE_CHECKING:
+    from .identity import IdentityConfig, ResolvedIdentity
 
 # Head-frame box (metres) that holds head, hair, neck and shoulders (docs/CONVENTIONS.md):
 # x right, y down, z away from the camera, origin near the head's centre.
@@ -32,6 +42,8 @@ class FieldConfig:
     geometry_features: int = 15
     direction_frequencies: int = 2
     max_log_density: float = 12.0
+    geometry_code_dim: int = 0  # > 0: a per-identity geometry feature enters the density head
+    appearance_code_dim: int = 0  # > 0: a per-identity appearance feature enters the colour head
 
 
 class CanonicalField(nn.Module):
@@ -41,28 +53,42 @@ class CanonicalField(nn.Module):
         self.encoding = TriPlaneEncoding(config.grid)
         self.register_buffer("box_min", torch.tensor(config.box_min, dtype=torch.float32))
         self.register_buffer("box_max", torch.tensor(config.box_max, dtype=torch.float32))
-        self.density_net = mlp(self.encoding.output_dim, config.hidden, 1 + config.geometry_features, layers=1)
+        self.density_net = mlp(self.encoding.output_dim + config.geometry_code_dim, config.hidden,
+                               1 + config.geometry_features, layers=1)
         with torch.no_grad():  # start nearly empty (density ~0.37/m), so that space can be pruned early
             self.density_net[-1].bias[0] = -1.0
         dir_dim = 3 + 6 * config.direction_frequencies
-        self.color_net = mlp(config.geometry_features + dir_dim, config.hidden, 3, layers=2)
+        self.color_net = mlp(config.geometry_features + dir_dim + config.appearance_code_dim, config.hidden, 3,
+                             layers=2)
 
     def normalise(self, points: torch.Tensor) -> torch.Tensor:
         return (points - self.box_min) / (self.box_max - self.box_min) * 2.0 - 1.0
 
-    def _raw(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.density_net(self.encoding(self.normalise(points)))
+    def _raw(self, points: torch.Tensor, feature_offset: torch.Tensor | None = None,
+             geometry_code: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.encoding(self.normalise(points))
+        if feature_offset is not None:  # an identity's canonical-offset grid, [M, output_dim]
+            features = features + feature_offset.to(features.dtype)
+        if geometry_code is not None:  # [1, geometry_code_dim]
+            features = torch.cat([features, geometry_code.to(features.dtype).expand(points.shape[0], -1)], -1)
+        out = self.density_net(features)
         density = torch.exp(out[:, 0].clamp(max=self.config.max_log_density))
         inside = ((points >= self.box_min) & (points <= self.box_max)).all(-1)
         return density * inside, out[:, 1:]
 
-    def density(self, points: torch.Tensor) -> torch.Tensor:
-        return self._raw(points)[0]
+    def density(self, points: torch.Tensor, feature_offset: torch.Tensor | None = None,
+                geometry_code: torch.Tensor | None = None) -> torch.Tensor:
+        return self._raw(points, feature_offset, geometry_code)[0]
 
-    def forward(self, points: torch.Tensor, directions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        density, geometry = self._raw(points)
+    def forward(self, points: torch.Tensor, directions: torch.Tensor, feature_offset: torch.Tensor | None = None,
+                geometry_code: torch.Tensor | None = None, appearance_code: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        density, geometry = self._raw(points, feature_offset, geometry_code)
         d = positional_encoding(directions, self.config.direction_frequencies)
-        rgb = torch.sigmoid(self.color_net(torch.cat([geometry, d], -1)))
+        parts = [geometry, d.to(geometry.dtype)]
+        if appearance_code is not None:
+            parts.append(appearance_code.to(geometry.dtype).expand(points.shape[0], -1))
+        rgb = torch.sigmoid(self.color_net(torch.cat(parts, -1)))
         return density, rgb
 
 
@@ -70,6 +96,7 @@ class CanonicalField(nn.Module):
 class ModelConfig:
     field: FieldConfig = dc_field(default_factory=FieldConfig)
     deformation: DeformationConfig = dc_field(default_factory=DeformationConfig)
+    identity: "IdentityConfig | None" = None  # set: a multi-identity (prior) model
 
 
 def pose_vector(rotation: torch.Tensor, translation: torch.Tensor) -> torch.Tensor:
@@ -85,7 +112,9 @@ class TalkingHead(nn.Module):
     """Deformation + canonical field. `field_for(batch)` gives the renderer's field function
     for one frame's conditioning; it also returns per-sample attentions for region losses."""
 
-    def __init__(self, config: ModelConfig = ModelConfig()):
+    def __init__(self, config: ModelConfig = ModelConfig(), with_identity: bool = True):
+        """With `config.identity` set, the model also holds the shared hypernetwork and (unless
+        `with_identity` is False, as in multi-identity pretraining) one identity's parts."""
         super().__init__()
         self.config = config
         self.deformation = build_deformation(config.deformation)
@@ -93,17 +122,54 @@ class TalkingHead(nn.Module):
         # what evaluates the canonical field: the module itself, or a compiled wrapper of it
         # (lokitalk.train.accelerate); a plain attribute, so it adds nothing to the state dict
         self.canonical_runner = None
+        if config.identity is not None:
+            from .identity import Hypernetwork, IdentityParts
 
-    def field_for(self, batch: dict[str, torch.Tensor], directions: torch.Tensor):
+            self.hyper = Hypernetwork(config)
+            if with_identity:
+                self.identity = IdentityParts(config)
+
+    def _identity(self, identity: "ResolvedIdentity | None") -> "ResolvedIdentity | None":
+        if self.config.identity is None:
+            return None
+        if identity is not None:
+            return identity
+        if getattr(self, "identity", None) is None:
+            raise ValueError("this multi-identity model holds no identity: pass one")
+        return self.identity.resolve()
+
+    def canonical_density(self, points: torch.Tensor, identity: "ResolvedIdentity | None" = None) -> torch.Tensor:
+        """Canonical density (occupancy-grid updates), with the identity's offset and geometry."""
+        ident = self._identity(identity)
+        if ident is None:
+            return self.canonical.density(points)
+        offset = ident.feature_offset(self.canonical.normalise(points), self.canonical.encoding.config)
+        return self.canonical.density(points, offset, ident.geometry[None])
+
+    def field_for(self, batch: dict[str, torch.Tensor], directions: torch.Tensor,
+                  identity: "ResolvedIdentity | None" = None):
+        """`identity` (multi-identity models): whose parts to use; default the model's own."""
         lip = batch["lip_feature"].to(directions.device)
         eye = batch["eye_ratio"].to(directions.device)
         pose = pose_vector(batch["rotation"].to(directions.device), batch["translation"].to(directions.device))
+        ident = self._identity(identity)
+        deform_id = None
+        if ident is not None:
+            lip = ident.map_lip(lip)  # the avatar's own lip basis -> the prior's shared lip space
+            deform_id = self.hyper.layer(ident.dynamic)
 
         def field_fn(points: torch.Tensor, ray_index: torch.Tensor):
             # one frame per batch: its signals are passed once and broadcast inside
-            deformed = self.deformation(points, lip[None], eye[None], pose[None])
             runner = self.canonical_runner or self.canonical
-            density, rgb = runner(deformed.canonical, directions[ray_index])
+            if ident is None:
+                deformed = self.deformation(points, lip[None], eye[None], pose[None])
+                density, rgb = runner(deformed.canonical, directions[ray_index])
+            else:
+                deformed = self.deformation(points, lip[None], eye[None], pose[None], deform_id)
+                offset = ident.feature_offset(self.canonical.normalise(deformed.canonical),
+                                              self.canonical.encoding.config)
+                density, rgb = runner(deformed.canonical, directions[ray_index], offset, ident.geometry[None],
+                                      ident.appearance[None])
             return density, rgb, deformed.attention
 
         return field_fn

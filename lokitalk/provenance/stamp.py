@@ -3,7 +3,7 @@ machine-readable manifest in the MP4's metadata, both naming the model and the c
 
 The manifest states that the content is AI-generated with the IPTC digital source type
 `trainedAlgorithmicMedia`, by which tool and model, from which consent record; `lokitalk verify`
-reads it beside the watermark. (C2PA content credentials are not written yet: see issue 6.)
+reads it beside the watermark. C2PA content credentials, when a certificate is given: c2pa_sign.py.
 The serial distinguishes the videos one model renders (a counter kept in the model folder).
 """
 

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from ..data.avatar import Avatar
-from ..data.rays import pixel_rays
+from ..data.rays import frame_rays
 from ..model.field import TalkingHead
 from ..model.renderer import OccupancyGrid, RenderConfig, RenderOutput, render_rays
 
@@ -46,20 +46,21 @@ def frame_conditioning(avatar: Avatar, index: int) -> dict[str, torch.Tensor]:
 @torch.no_grad()
 def render_frame(model: TalkingHead, avatar: Avatar, conditioning: dict[str, torch.Tensor],
                  grid: OccupancyGrid | None, config: RenderConfig, background: np.ndarray,
-                 chunk: int = 16384, scale: float = 1.0) -> np.ndarray:
+                 chunk: int | None = None, scale: float = 1.0) -> np.ndarray:
     """Render every pixel of one frame with the given conditioning -> uint8 [H,W,3] at
-    `scale` x the avatar's size (`background` must already be at that size)."""
+    `scale` x the avatar's size (`background` must already be at that size). Rays are built on
+    the model's device; `chunk` rays at a time (default: a whole 512x512 frame on a GPU, 16k on
+    the CPU, where smaller chunks stay in cache)."""
     cam = avatar.camera.scaled(scale)
-    ys, xs = np.mgrid[0:cam.height, 0:cam.width]
-    xs, ys = xs.ravel(), ys.ravel()
-    rotation = conditioning["rotation"].double().numpy()
-    translation = conditioning["translation"].double().numpy()
-    origins, dirs = pixel_rays(rotation, translation, cam.focal_px, cam.cx, cam.cy, xs, ys)
-    bg = background.reshape(-1, 3).astype(np.float32) / 255.0
-    out = np.empty((len(xs), 3), np.float32)
-    for start in range(0, len(xs), chunk):
+    device = next(model.parameters()).device
+    chunk = chunk or (1 << 18 if device.type == "cuda" else 16384)
+    origins, dirs = frame_rays(conditioning["rotation"], conditioning["translation"], cam.focal_px, cam.cx, cam.cy,
+                               cam.width, cam.height, device)
+    bg = torch.as_tensor(background, device=device).reshape(-1, 3).float() / 255.0
+    conditioning = {k: v.to(device) for k, v in conditioning.items()}
+    out = torch.empty((cam.height * cam.width, 3), dtype=torch.float32, device=device)
+    for start in range(0, out.shape[0], chunk):
         sl = slice(start, start + chunk)
-        batch = dict(conditioning, origins=torch.from_numpy(origins[sl]).float(),
-                     directions=torch.from_numpy(dirs[sl]).float(), background=torch.from_numpy(bg[sl]))
-        out[sl] = render_batch(model, batch, grid, config).rgb.float().cpu().numpy()
-    return (out.reshape(cam.height, cam.width, 3).clip(0, 1) * 255 + 0.5).astype(np.uint8)
+        batch = dict(conditioning, origins=origins[sl], directions=dirs[sl], background=bg[sl])
+        out[sl] = render_batch(model, batch, grid, config).rgb.float()
+    return (out.reshape(cam.height, cam.width, 3).clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()

@@ -475,20 +475,42 @@ def _head_track(num_frames: int, fps: float, size: int, seed: int) -> tuple[np.n
 # --------------------------------------------------------------------------- public API
 
 
+def _given_speech(speech, total_s: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(audio, envelope, openness) of a tts.Speech, cut or padded with silence to total_s."""
+    if speech.sample_rate != SAMPLE_RATE:
+        raise ValueError(f"speech must be at {SAMPLE_RATE} Hz, not {speech.sample_rate}")
+
+    def fit(x: np.ndarray, n: int) -> np.ndarray:
+        x = np.asarray(x, np.float32)[:n]
+        return np.concatenate([x, np.zeros(n - len(x), np.float32)])
+
+    m = int(round(total_s * ENVELOPE_RATE))
+    return (fit(speech.audio, int(round(total_s * SAMPLE_RATE))), fit(speech.envelope, m),
+            fit(speech.openness, m))
+
+
 def make_talking_clip(
-    duration_s: float = 6.0,
+    duration_s: float | None = 6.0,
     fps: float = 25.0,
     size: int = 256,
     seed: int = 0,
     audio_delay_ms: float = 0.0,
+    speech=None,
 ) -> SyntheticClip:
     """Render the synthetic talking subject.
 
     The frames, the ground truth and the speech timeline do not depend on `audio_delay_ms`; only
     the audio track does: audio(t) = speech(t - delay), so a positive delay makes the sound lag
     the lips (silence is padded at the start; a negative delay takes the speech from later on).
+
+    `speech`: a `lokitalk.synth.tts.Speech` (e.g. real words from `tts.say`) to speak instead of
+    the synthetic speech-like signal; the mouth then follows its envelope x phoneme openness.
+    With `duration_s=None` the clip lasts as long as the speech; otherwise the speech is cut or
+    padded with silence to `duration_s`.
     """
-    if duration_s <= 0 or fps <= 0:
+    if speech is not None and duration_s is None:
+        duration_s = len(speech.audio) / speech.sample_rate
+    if duration_s is None or duration_s <= 0 or fps <= 0:
         raise ValueError("duration_s and fps must be positive")
     if size < 64 or size % 2:
         raise ValueError(f"size must be even and at least 64 (H.264 4:2:0), got {size}")
@@ -498,8 +520,11 @@ def make_talking_clip(
     # one second beyond the clip (and beyond any negative delay), so the end of the mouth track
     # and the shifted audio never depend on where the speech was cut
     total_s = duration_s + 1.0 + max(0.0, -audio_delay_ms / 1000.0)
-    speech, envelope = synth_speech(total_s, SAMPLE_RATE, seed)
-    openness = vowel_openness(total_s, seed)
+    if speech is None:
+        speech, envelope = synth_speech(total_s, SAMPLE_RATE, seed)
+        openness = vowel_openness(total_s, seed)
+    else:
+        speech, envelope, openness = _given_speech(speech, total_s)
     if delay >= 0:
         audio = np.concatenate([np.zeros(delay, np.float32), speech])[:n_audio]
     else:

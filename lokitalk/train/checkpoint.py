@@ -32,7 +32,12 @@ def model_config_from_dict(data: dict[str, Any]) -> ModelConfig:
     f = dict(data["field"])
     f["grid"] = TriPlaneConfig(**f["grid"])
     f["box_min"], f["box_max"] = tuple(f["box_min"]), tuple(f["box_max"])
-    return ModelConfig(field=FieldConfig(**f), deformation=DeformationConfig(**data["deformation"]))
+    identity = None
+    if data.get("identity") is not None:  # a multi-identity (prior or fine-tuned) model
+        from ..model.identity import IdentityConfig
+
+        identity = IdentityConfig(**data["identity"])
+    return ModelConfig(field=FieldConfig(**f), deformation=DeformationConfig(**data["deformation"]), identity=identity)
 
 
 def _atomic_replace(tmp: Path, final: Path) -> None:

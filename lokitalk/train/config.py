@@ -36,6 +36,7 @@ class TrainConfig:
     compile: str = "auto"  # torch.compile of the canonical field: auto = on for CUDA
     log_every: int = 10
     seed: int = 0
+    train_seconds: float | None = None  # train on the first N s of the train split only (test frames unchanged)
 
 
 def preset(name: str, deformation: str = "region") -> TrainConfig:

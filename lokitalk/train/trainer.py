@@ -4,6 +4,11 @@ Training frames only (the avatar's split); per-frame conditioning travels in the
 occupancy grid is refreshed by a periodic callback. A checkpoint every `checkpoint_every` steps
 holds the model, the grid, the optimizer and every random state, so `--resume` after a kill
 continues the same trajectory, losing at most the steps since the last checkpoint.
+
+`train_seconds` restricts training to the first seconds of the train split (the test frames stay
+the avatar's own). With `prior` (a folder written by `lokitalk pretrain`) the model is the
+prior's, the person's parts start from its ID encoder and a fine-tuning schedule
+(lokitalk.train.prior.finetune_schedule) decides when the shared weights may move.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 
 from .. import __version__
@@ -55,10 +61,31 @@ def choose_device(requested: str) -> torch.device:
 
 
 def _parameter_groups(model: TalkingHead, config: TrainConfig) -> list[dict]:
+    """[shared grid, shared nets] and, for a model with an identity, [its offset grid, its codes]."""
     grid_params = list(model.canonical.encoding.parameters())
-    grid_ids = {id(p) for p in grid_params}
-    rest = [p for p in model.parameters() if id(p) not in grid_ids]
-    return [{"params": grid_params, "lr": config.lr_grid}, {"params": rest, "lr": config.lr_network}]
+    identity = getattr(model, "identity", None)
+    own = [] if identity is None else list(identity.parameters())
+    own_grid = [] if identity is None else list(identity.offset.parameters())
+    taken = {id(p) for p in grid_params + own}
+    rest = [p for p in model.parameters() if id(p) not in taken]
+    groups = [{"params": grid_params, "lr": config.lr_grid}, {"params": rest, "lr": config.lr_network}]
+    if identity is not None:
+        grid_ids = {id(p) for p in own_grid}
+        groups += [{"params": own_grid, "lr": config.lr_grid},
+                   {"params": [p for p in own if id(p) not in grid_ids], "lr": config.lr_network}]
+    return groups
+
+
+def training_frames(avatar, train_seconds: float | None) -> np.ndarray:
+    """The train split's frames, or only those in its first `train_seconds` (the test split,
+    the last part of the clip, is the same whatever the budget)."""
+    frames = np.asarray(avatar.split.train)
+    if train_seconds is None:
+        return frames
+    keep = frames[frames < frames[0] + int(round(train_seconds * avatar.fps))]
+    if len(keep) < 2:
+        raise InputError(f"train_seconds={train_seconds} leaves fewer than 2 training frames")
+    return keep
 
 
 def build_model(config: TrainConfig, lip_dim: int, device: torch.device) -> TalkingHead:
@@ -67,9 +94,10 @@ def build_model(config: TrainConfig, lip_dim: int, device: torch.device) -> Talk
 
 
 def train(avatar_dir: Path, model_dir: Path, config: TrainConfig, device: str = "auto", resume: bool = False,
-          show_progress: bool = True, stop_after: int | None = None) -> dict:
+          show_progress: bool = True, stop_after: int | None = None, prior: Path | None = None) -> dict:
     """Train (or resume) a model; returns a summary. `stop_after` ends the run early after
-    that many steps of this call (used to simulate a kill in tests)."""
+    that many steps of this call (used to simulate a kill in tests). `prior`: fine-tune the
+    prior at that path (its model config replaces the preset's)."""
     from ..provenance.consent import check_block
 
     avatar = load_avatar(avatar_dir)
@@ -80,9 +108,16 @@ def train(avatar_dir: Path, model_dir: Path, config: TrainConfig, device: str = 
         raise InputError(f"{model_dir} exists: pass --resume to continue it, or choose another --out")
     model_dir.mkdir(parents=True, exist_ok=True)
 
+    frames = training_frames(avatar, config.train_seconds)
     torch.manual_seed(config.seed)
-    lip_dim = avatar.lip_feature.shape[1]
-    model = build_model(config, lip_dim, dev)
+    schedule = None
+    if prior is None:
+        model = build_model(config, avatar.lip_feature.shape[1], dev)
+    else:
+        from .prior import finetune_model, finetune_schedule, load_prior
+
+        model = finetune_model(load_prior(prior), avatar, frames, dev)
+        schedule = finetune_schedule(len(frames) / avatar.fps, config.steps)
     field_cfg = model.config.field
     accel = resolve(dev, config.amp, config.compile)
     if accel.compile:
@@ -90,9 +125,14 @@ def train(avatar_dir: Path, model_dir: Path, config: TrainConfig, device: str = 
     grid = OccupancyGrid(field_cfg.box_min, field_cfg.box_max, config.occupancy_resolution).to(dev)
     optimizer = torch.optim.Adam(_parameter_groups(model, config), betas=(0.9, 0.99), eps=1e-15)
     decay = config.lr_final_fraction ** (1.0 / max(config.steps, 1))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: decay**s)
+    if schedule is None:
+        lambdas = lambda s: decay**s  # noqa: E731
+    else:  # shared grid, shared nets, own grid, own codes
+        lambdas = [lambda s: decay**s * schedule.shared_factor(s, True),
+                   lambda s: decay**s * schedule.shared_factor(s, False), lambda s: decay**s, lambda s: decay**s]
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
     sampler = RaySampler(avatar, RayBatchConfig(config.rays_per_batch, 0, config.mouth_fraction, config.image_scale),
-                         seed=config.seed)
+                         frames=frames, seed=config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     render_cfg = RenderConfig(samples_per_ray=config.samples_per_ray, stratified=True)
     patch_sampler, lpips_net = None, None
@@ -102,7 +142,7 @@ def train(avatar_dir: Path, model_dir: Path, config: TrainConfig, device: str = 
         lpips_net = LPIPS("alex").to(dev)  # frozen; a missing install is a one-line error
         patch_size = min(config.patch_size, int(avatar.camera.width * config.image_scale))
         patch_sampler = RaySampler(avatar, RayBatchConfig(0, patch_size, 0.0, config.image_scale),
-                                   seed=config.seed + 1)
+                                   frames=frames, seed=config.seed + 1)
 
     # a stable id for this model: it names the model in every watermark and manifest it stamps
     previous = model_dir / "model.json"
@@ -113,7 +153,8 @@ def train(avatar_dir: Path, model_dir: Path, config: TrainConfig, device: str = 
         "avatar_identity": avatar.summary.get("source", {}), "preset": config.preset,
         "model": model_config_to_dict(model.config), "train": {k: v for k, v in config.__dict__.items()
                                                                if k != "model"},
-        "device": str(dev), "consent": consent}, indent=2))
+        "device": str(dev), "consent": consent,
+        **({} if prior is None else {"prior": str(Path(prior).resolve()), "finetune": schedule.__dict__})}, indent=2))
 
     start_step = 0
     restored = load_checkpoint(model_dir) if resume else None
@@ -142,7 +183,7 @@ def train(avatar_dir: Path, model_dir: Path, config: TrainConfig, device: str = 
             "torch_rng": torch.get_rng_state()})
 
     def update_grid(step: int) -> None:
-        grid.update(model.canonical.density, generator=generator)
+        grid.update(model.canonical_density, generator=generator)
         # deformations move points by millimetres: keep one cell of margin around what is occupied
         dilated = torch.nn.functional.max_pool3d(grid.occupied[None, None].float(), 3, 1, 1)[0, 0] > 0
         grid.occupied.copy_(dilated)

@@ -1,0 +1,212 @@
+"""A multi-identity prior: what `lokitalk pretrain` writes and `lokitalk train --prior` reads.
+
+PRIOR/
+  prior.json          format, the model config (with its identity config), the shared lip space,
+                      the identities it was trained on, the pretraining settings
+  prior.safetensors   shared weights: `head.*` (deformation nets, canonical grid, density and colour
+                      heads, hypernetwork), `encoder.*` (the ID encoder), `lip.*` (the shared lip
+                      basis and its per-component scale)
+  identities/NAME.safetensors   each pretraining identity's learned parts (residuals on the
+                      encoder's output), for inspection and re-use
+
+The shared lip space: each avatar's lip feature lives in its own PCA basis, relative to its own
+rest mouth (`lip_basis.npz`). Its mouth points are recovered from it exactly up to the basis
+(points = feature @ components + neutral), expressed as size-normalised offsets from the rest
+mouth and projected on one basis pooled over all identities
+(lokitalk.audio2motion.shared_basis), then divided by each component's spread (unit variance
+over identities). All of that is affine in the avatar's own feature: one fixed matrix and bias
+per avatar (`lip_map`), kept in the identity's parts, so models read `lip_feature` as usual.
+
+Fine-tuning schedule for a new person (`finetune_schedule`): the fewer seconds of video, the
+longer only the person's own parts learn (shared nets and grid frozen) and the slower the shared
+weights move afterwards, so a few seconds cannot overwrite what many people taught the prior.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..errors import InputError
+from ..model.field import ModelConfig, TalkingHead
+from ..model.identity import IdentityConfig, IdentityEncoder, encoder_inputs
+from .checkpoint import model_config_from_dict, model_config_to_dict
+
+PRIOR_FORMAT = "lokitalk-prior/1"
+
+
+# --- the shared lip space -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LipSpace:
+    components: np.ndarray  # [K, 120] shared basis rows (size-normalised offsets from the rest mouth)
+    scale: np.ndarray  # [K] spread of each component (features are divided by it)
+
+
+def identity_of(avatar) -> str:
+    """Identity = the avatar folder's name up to the first '_' (id03_a, id03_b -> id03)."""
+    from ..audio2motion.shared_basis import identity_name
+
+    return identity_name(avatar)
+
+
+def _mouths(avatar) -> np.ndarray:
+    """[N,40,3] mouth points rebuilt from the avatar's own lip feature and basis (head frame)."""
+    basis = avatar.lip_basis
+    flat = avatar.lip_feature.astype(np.float64) @ basis.components + basis.neutral
+    return flat.reshape(len(flat), -1, 3)
+
+
+def _usable(avatar, frames: np.ndarray) -> np.ndarray:
+    frames = np.asarray(frames, int)
+    good = frames[avatar.valid[frames]]
+    return good if len(good) else frames
+
+
+def fit_lip_space(avatars: list, frames: list[np.ndarray], components: int = 16) -> LipSpace:
+    """Shared lip basis over the given training frames of `avatars`, balanced per identity."""
+    from ..audio2motion.shared_basis import fit_shared_basis_arrays
+
+    basis = fit_shared_basis_arrays([_mouths(a) for a in avatars], [identity_of(a) for a in avatars], components,
+                                    [_usable(a, f) for a, f in zip(avatars, frames)])
+    spread = np.sqrt(np.maximum(basis.explained_variance, 0))
+    spread = np.maximum(spread, 0.05 * spread.max() + 1e-12)  # near-empty directions are not blown up
+    return LipSpace(basis.components.astype(np.float64), spread.astype(np.float64))
+
+
+def lip_map(avatar, frames: np.ndarray, space: LipSpace) -> tuple[np.ndarray, np.ndarray]:
+    """(matrix [K_own, K], bias [K]): the avatar's own lip feature -> the shared, scaled space
+    (rest mouth and size from `frames`, its training frames)."""
+    from ..audio2motion.shared_basis import identity_mouth
+
+    mouth = identity_mouth(_mouths(avatar), _usable(avatar, frames))
+    basis = avatar.lip_basis
+    project = space.components.T / space.scale  # [120, K]
+    matrix = mouth.scale * basis.components @ project
+    bias = mouth.scale * (basis.neutral - mouth.rest.reshape(-1)) @ project
+    return matrix.astype(np.float32), bias.astype(np.float32)
+
+
+# --- the prior -------------------------------------------------------------------------------
+
+@dataclass
+class Prior:
+    model_config: ModelConfig  # with `identity` set
+    lip_space: LipSpace
+    head: dict[str, torch.Tensor]  # shared TalkingHead weights (no identity parts)
+    encoder: dict[str, torch.Tensor]
+    identities: dict[str, dict[str, torch.Tensor]]  # name -> learned parts (IdentityParts state)
+    meta: dict
+
+    def build_encoder(self) -> IdentityEncoder:
+        encoder = IdentityEncoder(self.model_config)
+        encoder.load_state_dict(self.encoder)
+        return encoder
+
+
+def prior_model_config(base: ModelConfig, identity: IdentityConfig, lip_dim: int) -> ModelConfig:
+    """The single-person preset's model made multi-identity: the identity features enter the
+    deformation net and both heads, and the lip input is the shared space's width."""
+    d = identity.code_dim
+    return replace(base, identity=identity,
+                   deformation=replace(base.deformation, lip_dim=lip_dim, identity_dim=d),
+                   field=replace(base.field, geometry_code_dim=d, appearance_code_dim=d))
+
+
+def save_prior(prior: Prior, out: Path) -> Path:
+    """Write PRIOR/ (atomically: a folder beside it, renamed when complete)."""
+    import shutil
+
+    out = Path(out)
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "identities").mkdir(parents=True)
+    tensors = {f"head.{k}": v for k, v in prior.head.items()}
+    tensors.update({f"encoder.{k}": v for k, v in prior.encoder.items()})
+    tensors["lip.components"] = torch.from_numpy(np.ascontiguousarray(prior.lip_space.components))
+    tensors["lip.scale"] = torch.from_numpy(np.ascontiguousarray(prior.lip_space.scale))
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp / "prior.safetensors"))
+    for name, state in prior.identities.items():
+        save_file({k: v.detach().contiguous().cpu() for k, v in state.items()},
+                  str(tmp / "identities" / f"{name}.safetensors"))
+    (tmp / "prior.json").write_text(json.dumps({
+        "format": PRIOR_FORMAT, "model": model_config_to_dict(prior.model_config),
+        "identities": sorted(prior.identities), **prior.meta}, indent=2))
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.replace(out)
+    return out
+
+
+def load_prior(path: Path) -> Prior:
+    path = Path(path)
+    meta_path = path / "prior.json"
+    if not meta_path.exists():
+        raise InputError(f"{path} is not a LokiTalk prior (no prior.json): make one with `lokitalk pretrain`")
+    meta = json.loads(meta_path.read_text())
+    if meta.get("format") != PRIOR_FORMAT:
+        raise InputError(f"{path}: prior format {meta.get('format')!r}, this LokiTalk reads {PRIOR_FORMAT}")
+    tensors = load_file(str(path / "prior.safetensors"))
+    head = {k[len("head."):]: v for k, v in tensors.items() if k.startswith("head.")}
+    encoder = {k[len("encoder."):]: v for k, v in tensors.items() if k.startswith("encoder.")}
+    space = LipSpace(tensors["lip.components"].numpy(), tensors["lip.scale"].numpy())
+    identities = {name: load_file(str(path / "identities" / f"{name}.safetensors")) for name in meta["identities"]}
+    rest = {k: v for k, v in meta.items() if k not in ("format", "model", "identities")}
+    return Prior(model_config_from_dict(meta["model"]), space, head, encoder, identities, rest)
+
+
+# --- fine-tuning a new person ----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class FinetuneSchedule:
+    """What learns when, fine-tuning a prior on a new person."""
+
+    identity_only_steps: int  # first steps: only the person's parts learn (shared weights frozen)
+    shared_lr_scale: float  # then the shared nets learn at this fraction of their learning rate
+    shared_grid_lr_scale: float  # ... and the shared canonical grid at this fraction
+
+    def shared_factor(self, step: int, grid: bool) -> float:
+        if step < self.identity_only_steps:
+            return 0.0
+        return self.shared_grid_lr_scale if grid else self.shared_lr_scale
+
+
+def finetune_schedule(seconds: float, steps: int) -> FinetuneSchedule:
+    """Few data, more caution: <= 6 s of video: parts alone for 20 % of the steps, then shared
+    nets at 0.2x and the grid at 0.5x; <= 15 s: 10 %, 0.5x, 1x; more: 5 %, 1x, 1x."""
+    if seconds <= 6.0:
+        return FinetuneSchedule(int(0.2 * steps), 0.2, 0.5)
+    if seconds <= 15.0:
+        return FinetuneSchedule(int(0.1 * steps), 0.5, 1.0)
+    return FinetuneSchedule(int(0.05 * steps), 1.0, 1.0)
+
+
+def finetune_model(prior: Prior, avatar, frames: np.ndarray, device: torch.device) -> TalkingHead:
+    """A single-person model from the prior: shared weights copied, the person's parts from the
+    ID encoder applied to `frames` (its training frames), its lip map from the same frames."""
+    config = prior.model_config
+    own = avatar.lip_feature.shape[1]
+    if own != config.identity.source_lip_dim:
+        raise InputError(f"avatar {avatar.root} has {own} lip features, the prior expects "
+                         f"{config.identity.source_lip_dim}")
+    model = TalkingHead(config)
+    missing, unexpected = model.load_state_dict(prior.head, strict=False)
+    if unexpected or any(not k.startswith("identity.") for k in missing):
+        raise InputError(f"prior weights do not fit its own model config (missing {missing[:3]}, "
+                         f"unexpected {unexpected[:3]})")
+    encoder = prior.build_encoder()
+    with torch.no_grad():
+        codes = encoder(*encoder_inputs(avatar, frames, config.identity))
+    model.identity.load_codes(codes)
+    model.identity.set_lip_map(*lip_map(avatar, frames, prior.lip_space))
+    return model.to(device)
+
+
+def prior_summary(prior: Prior) -> dict:
+    return {"identities": sorted(prior.identities), "identity": asdict(prior.model_config.identity),
+            **{k: v for k, v in prior.meta.items() if k in ("steps", "preset", "world_size")}}

@@ -1,0 +1,119 @@
+"""The multi-identity model parts: offset-grid layout, resolving with the encoder's output, the
+hypernetwork layer, single-person models untouched, and a prior that round-trips exactly."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from lokitalk.model.deformation import DeformationConfig
+from lokitalk.model.encoding import TriPlaneConfig, TriPlaneEncoding
+from lokitalk.model.field import FieldConfig, ModelConfig, TalkingHead
+from lokitalk.model.identity import IdentityConfig, IdentityEncoder, IdentityParts, sample_planes
+from lokitalk.train.prior import LipSpace, Prior, load_prior, prior_model_config, save_prior
+
+
+def micro_prior_config():
+    grid = TriPlaneConfig(levels=3, features_per_level=2, base_resolution=8, max_resolution=32)
+    base = ModelConfig(FieldConfig(grid=grid, hidden=16), DeformationConfig(hidden=16, signal_dim=8))
+    ident = IdentityConfig(code_dim=8, offset_levels=2, offset_base_resolution=8, offset_max_resolution=16,
+                           encoder_size=32, encoder_width=8)
+    return prior_model_config(base, ident, lip_dim=6)
+
+
+def batch(lip_dim=16):
+    return {"lip_feature": torch.randn(lip_dim), "eye_ratio": torch.tensor([0.25, 0.26]),
+            "rotation": torch.eye(3), "translation": torch.tensor([0.0, 0.0, 0.6])}
+
+
+def test_offset_planes_sample_like_the_shared_grid():
+    torch.manual_seed(0)
+    enc = TriPlaneEncoding(TriPlaneConfig(levels=2, base_resolution=8, max_resolution=16, init_scale=1.0))
+    x = torch.rand(50, 3) * 2 - 1
+    ours = sample_planes(list(enc.dense), x).reshape(50, -1)
+    assert torch.allclose(ours, enc(x), atol=1e-6)
+
+
+def test_identity_parts_shift_only_their_levels_and_add_the_encoder_output():
+    config = micro_prior_config()
+    parts = IdentityParts(config)
+    with torch.no_grad():
+        for p in parts.offset:
+            p.normal_()
+    resolved = parts.resolve()
+    x = torch.rand(20, 3) * 2 - 1
+    feats = resolved.feature_offset(x, config.field.grid).view(20, 3, 3, 2)
+    assert torch.all(feats[:, :, 2] == 0) and feats[:, :, :2].abs().sum() > 0  # only the coarse levels
+    encoder = IdentityEncoder(config)
+    codes = encoder(torch.rand(3, 3, 32, 32), torch.rand(3, 7))
+    assert codes.dynamic.shape == (8,) and [o.shape for o in codes.offset] == [p.shape for p in parts.offset]
+    base = codes._replace(dynamic=torch.ones(8))
+    assert torch.equal(parts.resolve(base).dynamic, parts.dynamic + 1)
+    parts.load_codes(base)
+    assert torch.equal(parts.dynamic.detach(), torch.ones(8))
+    with pytest.raises(ValueError, match="lip map"):
+        parts.set_lip_map(np.zeros((3, 6)), np.zeros(6))
+
+
+def test_a_multi_identity_model_renders_and_identities_differ():
+    torch.manual_seed(0)
+    config = micro_prior_config()
+    model = TalkingHead(config)
+    model.identity.set_lip_map(np.random.default_rng(0).normal(size=(16, 6)), np.zeros(6))
+    directions = torch.nn.functional.normalize(torch.randn(64, 3), dim=-1)
+    points = torch.rand(64, 3) * 0.2 - 0.1
+    b = batch()
+    d0, rgb0, att = model.field_for(b, directions)(points, torch.arange(64))
+    assert d0.shape == (64,) and rgb0.shape == (64, 3) and set(att) == {"lip", "eye", "torso"}
+    other = IdentityParts(config)
+    with torch.no_grad():
+        other.appearance.fill_(3.0)
+        other.dynamic.fill_(1.0)
+    d1, rgb1, _ = model.field_for(b, directions, other.resolve())(points, torch.arange(64))
+    assert not torch.allclose(rgb0, rgb1)
+    # the generated layer follows the dynamic feature
+    generated = model.hyper.layer(other.dynamic).weight.abs().sum()
+    assert generated > model.hyper.layer(model.identity.dynamic).weight.abs().sum()
+    assert model.canonical_density(points).shape == (64,)
+    glob = TalkingHead(replace(config, deformation=replace(config.deformation, kind="global")))
+    assert glob.field_for(b, directions)(points, torch.arange(64))[0].shape == (64,)
+
+
+def test_single_person_models_are_unchanged():
+    model = TalkingHead(ModelConfig())
+    keys = set(model.state_dict())
+    assert not any(k.startswith(("hyper.", "identity.")) for k in keys)
+    assert "deformation.identity_proj.weight" not in keys
+    assert model.canonical.density_net[0].in_features == model.canonical.encoding.output_dim
+    with pytest.raises(ValueError, match="identity"):
+        TalkingHead(micro_prior_config(), with_identity=False).field_for(batch(), torch.ones(1, 3))
+
+
+def test_a_prior_round_trips_exactly(tmp_path):
+    torch.manual_seed(1)
+    config = micro_prior_config()
+    head = TalkingHead(config, with_identity=False)
+    encoder = IdentityEncoder(config)
+    with torch.no_grad():
+        for p in encoder.parameters():
+            p.normal_()
+    parts = {name: {k: torch.randn_like(v) for k, v in IdentityParts(config).state_dict().items()}
+             for name in ("ann", "bob")}
+    rng = np.random.default_rng(0)
+    space = LipSpace(rng.normal(size=(6, 120)), rng.random(6) + 0.1)
+    prior = Prior(config, space, head.state_dict(), encoder.state_dict(), parts, {"steps": 7, "preset": "micro"})
+    save_prior(prior, tmp_path / "prior")
+    back = load_prior(tmp_path / "prior")
+    assert back.model_config == config
+    assert back.meta == {"steps": 7, "preset": "micro"}
+    np.testing.assert_array_equal(back.lip_space.components, space.components)
+    np.testing.assert_array_equal(back.lip_space.scale, space.scale)
+    for ours, theirs in ((prior.head, back.head), (prior.encoder, back.encoder), *(
+            (parts[n], back.identities[n]) for n in parts)):
+        assert ours.keys() == theirs.keys()
+        for k in ours:
+            assert torch.equal(ours[k], theirs[k]), k
+    rebuilt = back.build_encoder()
+    images, cams = torch.rand(2, 3, 32, 32), torch.rand(2, 7)
+    assert torch.equal(rebuilt(images, cams).geometry, encoder(images, cams).geometry)

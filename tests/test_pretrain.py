@@ -1,0 +1,152 @@
+"""Multi-identity pretraining on tiny synthetic identities: the prior helps a new identity, a
+2-process gloo run follows the 1-process loss trajectory, a killed run resumes."""
+
+import csv
+import os
+import socket
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lokitalk.model.deformation import DeformationConfig
+from lokitalk.model.encoding import TriPlaneConfig
+from lokitalk.model.field import FieldConfig, ModelConfig
+from lokitalk.model.identity import IdentityConfig
+from lokitalk.train.config import TrainConfig
+
+pytest.importorskip("mediapipe")
+
+REPO = Path(__file__).resolve().parents[1]
+# three "people": the synthetic subject with different skin/clothes/background tints and motion
+TINTS = {"ann": (1.0, 1.0, 1.0), "bob": (1.12, 0.95, 0.85), "cy": (0.9, 1.0, 1.1)}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: on a small shared CPU, two threads of tiny matrix products mostly wait
+    for each other (measured 50x slower under load)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def identities(tmp_path_factory):
+    from conftest import consent_for
+
+    from lokitalk.prepare.pipeline import prepare
+    from lokitalk.prepare.runner import Reporter
+    from lokitalk.synth import make_talking_clip, write_clip
+
+    root = tmp_path_factory.mktemp("identities")
+    out = {}
+    for seed, (name, tint) in enumerate(TINTS.items()):
+        clip = make_talking_clip(duration_s=3.0, size=96, seed=10 + seed)
+        frames = np.clip(clip.frames.astype(np.float32) * np.float32(tint), 0, 255).astype(np.uint8)
+        video = write_clip(replace(clip, frames=frames), root / f"{name}.mp4")
+        consent_for(video)
+        prepare(video, root / name, reporter=Reporter(quiet=True))
+        out[name] = root / name
+    return out
+
+
+def micro_config(steps):
+    grid = TriPlaneConfig(levels=3, features_per_level=2, base_resolution=8, max_resolution=32)
+    model = ModelConfig(FieldConfig(grid=grid, hidden=16), DeformationConfig(hidden=16, signal_dim=8))
+    return TrainConfig(preset="micro", model=model, steps=steps, rays_per_batch=256, samples_per_ray=12,
+                       checkpoint_every=20, log_every=5, occupancy_warmup=10, occupancy_every=10,
+                       occupancy_resolution=16, image_scale=0.5)
+
+
+MICRO_IDENTITY = IdentityConfig(code_dim=8, offset_levels=2, offset_base_resolution=8, offset_max_resolution=16,
+                                encoder_size=32, encoder_width=8)
+
+
+def read_log(path):
+    with open(path) as handle:
+        return [(int(r["step"]), float(r["loss"])) for r in csv.DictReader(handle)]
+
+
+def test_the_prior_beats_from_scratch_on_a_new_identity(identities, tmp_path):
+    from lokitalk.evaluate import metrics
+    from lokitalk.evaluate.run import render_test
+    from lokitalk.data.avatar import load_avatar, resize_image
+    from lokitalk.render.loading import load_trained
+    from lokitalk.train.pretrain import PretrainConfig, pretrain
+    from lokitalk.train.trainer import train
+
+    config = PretrainConfig(train=micro_config(240), identity=MICRO_IDENTITY, identities_per_step=2)
+    summary = pretrain([identities["ann"], identities["bob"]], tmp_path / "pre", config, device="cpu",
+                       show_progress=False)
+    assert summary["finished"] and (tmp_path / "pre" / "prior" / "prior.json").exists()
+
+    def test_psnr(model_dir):
+        trained = load_trained(model_dir)
+        avatar = load_avatar(identities["cy"])
+        frames = avatar.split.test
+        rendered, _ = render_test(trained, avatar, frames)
+        cam = avatar.camera.scaled(trained.image_scale)
+        return float(np.mean([metrics.psnr(r, resize_image(avatar.frame(int(i)), cam))
+                              for r, i in zip(rendered, frames)]))
+
+    steps = 30
+    train(identities["cy"], tmp_path / "prior_ft", micro_config(steps), device="cpu", show_progress=False,
+          prior=tmp_path / "pre" / "prior")
+    train(identities["cy"], tmp_path / "scratch", micro_config(steps), device="cpu", show_progress=False)
+    with_prior, scratch = test_psnr(tmp_path / "prior_ft"), test_psnr(tmp_path / "scratch")
+    print(f"test PSNR after {steps} steps: prior {with_prior:.2f} dB, from scratch {scratch:.2f} dB")
+    assert with_prior > scratch + 2.0
+
+
+def test_a_killed_pretraining_resumes_on_the_same_trajectory(identities, tmp_path):
+    from lokitalk.train.pretrain import PretrainConfig, pretrain
+
+    config = PretrainConfig(train=micro_config(40), identity=MICRO_IDENTITY, identities_per_step=2)
+    avatars = [identities["ann"], identities["bob"]]
+    pretrain(avatars, tmp_path / "straight", config, device="cpu", show_progress=False)
+    partial = pretrain(avatars, tmp_path / "killed", config, device="cpu", show_progress=False, stop_after=30)
+    assert not partial["finished"] and partial["steps"] == 20
+    resumed = pretrain(avatars, tmp_path / "killed", config, device="cpu", show_progress=False, resume=True)
+    assert resumed["finished"] and resumed["steps"] == 40
+    straight = dict(read_log(tmp_path / "straight" / "pretrain_log.csv"))
+    after = [(s, loss) for s, loss in read_log(tmp_path / "killed" / "pretrain_log.csv") if s > 20]
+    assert [s for s, _ in after][-1] == 40
+    for step, loss in after:
+        assert loss == pytest.approx(straight[step], rel=1e-4, abs=1e-6)
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_two_gloo_processes_follow_the_one_process_trajectory(identities, tmp_path):
+    """torchrun, 2 CPU ranks (one identity each) vs one process doing both identities a step:
+    the same losses within 1e-3 relative (only the order of floating-point sums differs)."""
+    avatars = [str(identities["ann"]), str(identities["bob"])]
+    common = ["pretrain", *avatars, "--preset", "tiny", "--steps", "12", "--identities-per-step", "2",
+              "--device", "cpu", "--quiet"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    single = subprocess.run([sys.executable, "-m", "lokitalk.cli", *common, "--out", str(tmp_path / "one")],
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr[-2000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
+                          "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{free_port()}",
+                          "-m", "lokitalk.cli", *common, "--out", str(tmp_path / "two")],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert '"world_size": 2' in two.stdout
+    one_log = read_log(tmp_path / "one" / "pretrain_log.csv")
+    two_log = read_log(tmp_path / "two" / "pretrain_log.csv")
+    assert [s for s, _ in one_log] == [s for s, _ in two_log] == [10, 12]
+    for (_, a), (_, b) in zip(one_log, two_log):
+        assert b == pytest.approx(a, rel=1e-3)
+    assert (tmp_path / "two" / "prior" / "identities" / "bob.safetensors").exists()  # gathered from rank 1
