@@ -1,0 +1,95 @@
+"""Eyes that live: blinks at the person's own rate, with the person's own blink shapes.
+
+From the avatar's training frames (`blink_style`): the open-eye level of each eye (median eye
+ratio outside blinks), the blink rate (blinks per second of training video) and a library of
+the person's real blinks (each eye's ratio over the blink and a frame either side, divided by
+the open level). `blink_track` then draws blink times as a renewal process (gamma-distributed
+gaps, shape 3: more regular than Poisson, as real blinks are, with a 0.5 s refractory gap) at
+that rate, and pastes a randomly chosen real blink at each. Durations and depth are therefore
+the person's own by construction. With no blink in the clip, a typical rate (17 per minute) and
+a 4-frame raised-cosine blink are used. Between blinks the eyes stay at the open level, with
+the slow, small variation measured on the clip (its std of the open-eye ratio, smoothed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.ndimage import gaussian_filter1d
+
+from ..data.avatar import Avatar
+
+DEFAULT_RATE_PER_S = 17.0 / 60.0
+GAMMA_SHAPE = 3.0
+REFRACTORY_S = 0.5
+
+
+@dataclass(frozen=True)
+class BlinkStyle:
+    open_level: np.ndarray  # [2] eye ratio with the eyes open
+    open_std: np.ndarray  # [2] spread of the open-eye ratio (slow variation)
+    rate_per_s: float
+    library: list[np.ndarray]  # each [L,2]: eye ratio / open level over one real blink (+1 frame either side)
+    durations: np.ndarray  # [B] frames below the blink threshold, per real blink
+    measured: bool  # False: defaults (no blink found in the clip)
+
+
+def blink_style(avatar: Avatar) -> BlinkStyle:
+    frames = np.asarray(avatar.split.train, int)
+    frames = frames[avatar.valid[frames]]
+    ratio = avatar.eye_ratio.astype(np.float64)
+    in_train = np.zeros(avatar.num_frames, bool)
+    in_train[frames] = True
+    blinks = [(int(a), int(b)) for a, b in np.asarray(avatar.blinks).reshape(-1, 2) if in_train[a:b + 1].all()]
+    closed = np.zeros(avatar.num_frames, bool)
+    for a, b in blinks:
+        closed[max(0, a - 1):b + 2] = True
+    open_frames = frames[~closed[frames]]
+    if len(open_frames) == 0:
+        open_frames = frames
+    level = np.median(ratio[open_frames], 0)
+    spread = ratio[open_frames].std(0)
+    library = []
+    for a, b in blinks:
+        lo, hi = max(0, a - 1), min(avatar.num_frames, b + 2)
+        library.append(np.clip(ratio[lo:hi] / level, 0.0, 1.2))
+    seconds = len(frames) / avatar.fps
+    if not library:
+        t = np.linspace(0, 1, 6)[1:-1]
+        shape = 1.0 - 0.85 * np.sin(np.pi * t) ** 2
+        return BlinkStyle(level, spread, DEFAULT_RATE_PER_S, [np.stack([shape, shape], 1)], np.array([2]), False)
+    return BlinkStyle(level, spread, len(blinks) / seconds, library,
+                      np.array([b - a + 1 for a, b in blinks]), True)
+
+
+def blink_times(num_frames: int, fps: float, rate_per_s: float, rng: np.random.Generator) -> np.ndarray:
+    """Start frames of blinks: gamma renewal process at `rate_per_s`, random phase."""
+    if rate_per_s <= 0:
+        return np.zeros(0, int)
+    mean_gap = 1.0 / rate_per_s
+    gaps_scale = max(mean_gap - REFRACTORY_S, 0.05) / GAMMA_SHAPE
+    t = rng.uniform(0, mean_gap)  # the first blink at a random phase of the rhythm
+    starts = []
+    while t * fps < num_frames:
+        starts.append(int(t * fps))
+        t += REFRACTORY_S + rng.gamma(GAMMA_SHAPE, gaps_scale)
+    return np.array(starts, int)
+
+
+def blink_track(num_frames: int, fps: float, style: BlinkStyle, rng: np.random.Generator,
+                blinks: bool = True) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """([num_frames, 2] eye ratio, [(first, last) frame of each pasted blink])."""
+    drift = rng.normal(size=(num_frames, 2))
+    if num_frames > 1:
+        drift = gaussian_filter1d(drift, 0.5 * fps, axis=0, mode="nearest")
+        drift /= max(float(drift.std()), 1e-9)
+    relative = np.ones((num_frames, 2)) + 0.5 * drift * (style.open_std / np.maximum(style.open_level, 1e-9))
+    placed = []
+    if blinks:
+        for start in blink_times(num_frames, fps, style.rate_per_s, rng):
+            shape = style.library[int(rng.integers(len(style.library)))]
+            stop = min(num_frames, start + len(shape))
+            relative[start:stop] = np.minimum(relative[start:stop], shape[:stop - start])
+            placed.append((int(start), int(stop - 1)))
+    return (relative * style.open_level).astype(np.float32), placed
