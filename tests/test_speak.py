@@ -82,6 +82,26 @@ def test_speak_cli_and_watermark(model, tmp_path, capsys):
     assert result["watermarked"] is True and result["manifest_matches_watermark"] is True
 
 
+def test_speak_signs_c2pa_credentials_that_verify_and_match_the_watermark(model, tmp_path, capsys):
+    pytest.importorskip("c2pa")
+    from lokitalk.provenance.c2pa_sign import make_test_chain
+
+    chain = make_test_chain(tmp_path / "certs")
+    audio = speech_file(tmp_path / "speech.wav", 1.2)
+    out = tmp_path / "signed.mp4"
+    code, stdout, err = run_cli(["speak", model / "model", "--audio", audio, "--out", out, "--device", "cpu",
+                                 "--quiet", "--head-motion", "still", "--sign-cert", chain["chain"],
+                                 "--sign-key", chain["key"]], capsys)
+    assert code in (0, None), err
+    assert json.loads(stdout.strip().splitlines()[-1])["c2pa"]["signed"] is True
+    code, stdout, err = run_cli(["verify", out], capsys)
+    result = json.loads(stdout.strip().splitlines()[-1])
+    model_id = json.loads((model / "model" / "model.json").read_text())["model_id"]
+    c2pa = result["c2pa"]
+    assert c2pa["valid"] and c2pa["digital_source_type"].endswith("trainedAlgorithmicMedia")
+    assert c2pa["model_id"] == model_id
+    assert result["c2pa_matches_watermark"] is True and result["c2pa_matches_manifest"] is True
+
 
 def test_evaluate_video_lip_sync_report(model, capsys):
     """`evaluate --video`: the lip-sync report (a 20-step micro model renders no face, so the
