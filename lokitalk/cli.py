@@ -15,6 +15,13 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="LokiTalk: photoreal NeRF talking heads from a short consented video.")
 
 
+def _check_preset_and_steps(preset: str, steps: int | None) -> None:
+    if preset not in ("tiny", "fast", "full"):
+        raise LokiTalkError(f"--preset must be tiny, fast or full, not {preset!r}")
+    if steps is not None and steps <= 0:
+        raise LokiTalkError("--steps must be positive")
+
+
 @app.command()
 def prepare(
     video: Path = typer.Argument(..., help="Talking-head video of one consenting person (any common format)."),
@@ -115,10 +122,7 @@ def demo(
     from .demo import DemoConfig, run_demo
     from .demo.pipeline import default_steps
 
-    if preset not in ("tiny", "fast", "full"):
-        raise LokiTalkError(f"--preset must be tiny, fast or full, not {preset!r}")
-    if steps is not None and steps <= 0:
-        raise LokiTalkError("--steps must be positive")
+    _check_preset_and_steps(preset, steps)
     config = replace(DemoConfig(), preset=preset, device=device, prior=prior,
                      steps=steps if steps is not None else default_steps(preset, device))
     metrics = run_demo(out, config, quiet=quiet)
@@ -153,10 +157,7 @@ def train(
 
     if deformation not in ("region", "global"):
         raise LokiTalkError(f"--deformation must be region or global, not {deformation!r}")
-    if preset not in ("tiny", "fast", "full"):
-        raise LokiTalkError(f"--preset must be tiny, fast or full, not {preset!r}")
-    if steps is not None and steps <= 0:
-        raise LokiTalkError("--steps must be positive")
+    _check_preset_and_steps(preset, steps)
     config = with_steps(make_preset(preset, deformation), steps)
     if train_seconds is not None:
         if train_seconds <= 0:
@@ -186,10 +187,7 @@ def pretrain(
     from .train.pretrain import PretrainConfig
     from .train.pretrain import pretrain as run_pretrain
 
-    if preset not in ("tiny", "fast", "full"):
-        raise LokiTalkError(f"--preset must be tiny, fast or full, not {preset!r}")
-    if steps is not None and steps <= 0:
-        raise LokiTalkError("--steps must be positive")
+    _check_preset_and_steps(preset, steps)
     if not avatars:
         raise LokiTalkError("pretrain needs at least one avatar folder")
     config = PretrainConfig(train=with_steps(make_preset(preset), steps), identities_per_step=identities_per_step)

@@ -39,13 +39,17 @@ SUBJECT_NAME = "synthetic subject (public-domain NASA portrait, animated; speech
 STEPS = ("subject", "prepare", "train", "speak", "evaluate", "check", "verify", "report")
 
 
+CPU_STEPS = 4000  # ~2.5 min of training on an idle 2-core CPU, the whole demo ~3.5 min (docs/RESULTS.md)
+GPU_STEPS = 6000
+
+
 @dataclass(frozen=True)
 class DemoConfig:
     size: int = 256  # the subject video's frame size (px); the tiny preset trains at half of it
     script: tuple[str, ...] = TRAINING_SCRIPT  # what the subject says in the training video
     sentence: str = NEW_SENTENCE  # what the trained model is made to say
     preset: str = "tiny"
-    steps: int | None = 2000  # training steps (None: the preset's); the CLI picks CPU_STEPS / GPU_STEPS
+    steps: int | None = CPU_STEPS  # training steps (None: the preset's); the CLI picks CPU_STEPS / GPU_STEPS
     device: str = "auto"  # auto: CUDA when there is one
     eval_frames: int | None = None  # evaluate N evenly spaced test frames (None: all)
     prior: Path | None = None  # a pretrained prior (lokitalk pretrain) to start training from
@@ -339,8 +343,6 @@ _DESCRIPTIONS = {
 }
 
 
-CPU_STEPS = 2000  # fits the 10-minute budget on a 2-core CPU with the tiny preset (docs/RESULTS.md)
-GPU_STEPS = 6000
 
 
 def default_steps(preset: str, device: str = "auto") -> int | None:

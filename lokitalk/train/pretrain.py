@@ -50,6 +50,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .distributed import DistInfo, barrier, gather_to_main, init_distributed, mean_over_ranks, shutdown, wrap
 from .losses import attention_loss, opacity_loss, photometric_loss, psnr
+from .progress import progress_bar
 from .prior import Prior, fit_lip_space, lip_map, prior_model_config, save_prior
 from .trainer import training_frames
 
@@ -257,7 +258,7 @@ def _pretrain(info: DistInfo, avatar_dirs, out: Path, config: PretrainConfig, re
                          "lip_components": config.lip_components},
             "train": {k: v for k, v in train_cfg.__dict__.items() if k != "model"},
             "consents": [c["consent_id"] for c in consents]}, indent=2))
-    progress = _progress(show_progress and info.is_main, train_cfg.steps, start_step)
+    progress = progress_bar("pretrain", show_progress and info.is_main, train_cfg.steps, start_step)
     started = time.perf_counter()
     last_loss = float("nan")
     step = start_step
@@ -358,22 +359,3 @@ def _load_identity(ckpt_dir: Path, ident: _Identity, step: int, dev: torch.devic
     ident.optimizer.load_state_dict(state["optimizer"])
     ident.sampler.rng.bit_generator.state = state["sampler_rng"]
     ident.generator.set_state(state["generator"])
-
-
-def _progress(show: bool, total: int, start: int):
-    if not show:
-        return lambda done, loss: None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    bar = Progress(TextColumn("pretrain"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
-                   TimeRemainingColumn(), transient=True)
-    bar.start()
-    task = bar.add_task("pretrain", total=total, completed=start, loss="-")
-
-    def update(done, loss):
-        if done is None:
-            bar.stop()
-            return
-        bar.update(task, completed=done, loss=f"{loss:.4f}")
-
-    return update

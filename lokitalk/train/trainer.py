@@ -35,6 +35,7 @@ from .accelerate import CompiledOrEager, resolve
 from .checkpoint import load_checkpoint, model_config_to_dict, save_checkpoint
 from .config import TrainConfig
 from .losses import attention_loss, opacity_loss, photometric_loss, psnr
+from .progress import progress_bar
 
 MODEL_FORMAT = "lokitalk-model/1"
 
@@ -195,7 +196,7 @@ def train(avatar_dir: Path, model_dir: Path, config: TrainConfig, device: str = 
     writer = csv.writer(log_file)
     if new_log:
         writer.writerow(["step", "loss", "psnr", "lr_grid", "lr_network", "occupied", "elapsed_s"])
-    progress = _progress(show_progress, config.steps, start_step)
+    progress = progress_bar("train", show_progress, config.steps, start_step)
     started = time.perf_counter()
     last_loss = float("nan")
     step = start_step
@@ -266,22 +267,3 @@ def _export_final(model_dir: Path) -> None:
     tmp = model_dir / "model.safetensors.tmp"
     shutil.copyfile(model_dir / "checkpoint.safetensors", tmp)
     tmp.replace(model_dir / "model.safetensors")
-
-
-def _progress(show: bool, total: int, start: int):
-    if not show:
-        return lambda done, loss: None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    bar = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
-                   TimeRemainingColumn(), transient=True)
-    bar.start()
-    task = bar.add_task("train", total=total, completed=start, loss="-")
-
-    def update(done, loss):
-        if done is None:
-            bar.stop()
-            return
-        bar.update(task, completed=done, loss=f"{loss:.4f}")
-
-    return update
