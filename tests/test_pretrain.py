@@ -3,6 +3,7 @@
 
 import csv
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -138,10 +139,14 @@ def test_two_gloo_processes_follow_the_one_process_trajectory(identities, tmp_pa
     single = subprocess.run([sys.executable, "-m", "lokitalk.cli", *common, "--out", str(tmp_path / "one")],
                             env=env, capture_output=True, text=True, timeout=300)
     assert single.returncode == 0, single.stderr[-2000:]
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
-                          "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{free_port()}",
-                          "-m", "lokitalk.cli", *common, "--out", str(tmp_path / "two")],
-                         env=env, capture_output=True, text=True, timeout=300)
+    for attempt in range(2):  # a port taken between free_port() and torchrun's bind: one retry, fresh folder
+        two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
+                              "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{free_port()}",
+                              "-m", "lokitalk.cli", *common, "--out", str(tmp_path / "two")],
+                             env=env, capture_output=True, text=True, timeout=300)
+        if two.returncode == 0 or "address already in use" not in two.stderr.lower():
+            break
+        shutil.rmtree(tmp_path / "two", ignore_errors=True)
     assert two.returncode == 0, two.stderr[-3000:]
     assert '"world_size": 2' in two.stdout
     one_log = read_log(tmp_path / "one" / "pretrain_log.csv")
