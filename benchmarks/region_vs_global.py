@@ -31,10 +31,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lokitalk.data.avatar import load_avatar, resize_image
+from lokitalk.data.avatar import Avatar, load_avatar, resize_image
 from lokitalk.evaluate.run import evaluate
 from lokitalk.render.frames import frame_conditioning, render_frame
-from lokitalk.render.loading import load_trained
+from lokitalk.render.loading import TrainedModel, load_trained
 from lokitalk.train.config import preset
 from lokitalk.train.trainer import choose_device, train
 
@@ -49,10 +49,8 @@ def steps_per_second(log_path: Path) -> float:
     return (half[-1][0] - half[0][0]) / (half[-1][1] - half[0][1])
 
 
-def render_speed(model_dir: Path, device: str, size: int | None, frames: int = 20) -> dict:
+def render_speed(trained: TrainedModel, avatar: Avatar, size: int | None, frames: int = 20) -> dict:
     """Warm frames per second rendering test frames; `size`: rescale the camera to size x size."""
-    trained = load_trained(model_dir, device)
-    avatar = load_avatar(trained.avatar_dir)
     scale = trained.image_scale if size is None else size / avatar.camera.width
     camera = avatar.camera.scaled(scale)
     background = resize_image(avatar.background(), camera)
@@ -126,8 +124,10 @@ def main() -> None:
             summary = train(avatar_dir, model_dir, config, device=str(device), show_progress=False)
             peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
             metrics = evaluate(model_dir, device=str(device), write_video=False, save_frames=True)
-            speed_native = render_speed(model_dir, str(device), None, args.fps_frames)
-            speed_512 = render_speed(model_dir, str(device), 512, args.fps_frames)
+            trained = load_trained(model_dir, str(device))
+            avatar = load_avatar(trained.avatar_dir)
+            speed_native = render_speed(trained, avatar, None, args.fps_frames)
+            speed_512 = render_speed(trained, avatar, 512, args.fps_frames)
             run = {"avatar": name, "arm": arm, "steps": steps, "train_wall_s": summary["elapsed_s"],
                    "compiled": summary["compiled"], "compile_fallback": summary["compile_fallback"],
                    "amp": summary["amp"], "peak_gpu_mem_gib": None if peak is None else round(peak, 2),

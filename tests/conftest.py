@@ -36,6 +36,19 @@ def consent_for(video: Path, out: Path | None = None, subject: str = "synthetic 
     return save_consent(create_consent(video, subject, **kwargs), out or default_consent_path(video))
 
 
+def synthetic_avatar(root: Path, duration_s: float, size: int, seed: int) -> Path:
+    """The synthetic talking subject written to ROOT/clip.mp4, given a consent record and
+    prepared into ROOT/avatar (returned)."""
+    from lokitalk.prepare.pipeline import prepare
+    from lokitalk.prepare.runner import Reporter
+    from lokitalk.synth import make_talking_clip, write_clip
+
+    video = write_clip(make_talking_clip(duration_s=duration_s, size=size, seed=seed), Path(root) / "clip.mp4")
+    consent_for(video)
+    prepare(video, Path(root) / "avatar", reporter=Reporter(quiet=True))
+    return Path(root) / "avatar"
+
+
 def run_cli(args, capsys) -> tuple[int | None, str, str]:
     """Run `lokitalk ARGS` in this process, as a user would; returns (exit code, stdout, stderr)."""
     import sys

@@ -204,17 +204,12 @@ def test_render_signs_its_output_end_to_end(chain, tmp_path_factory, capsys):
     pytest.importorskip("mediapipe")
     from dataclasses import replace
 
-    from conftest import consent_for
-    from lokitalk.prepare.pipeline import prepare
-    from lokitalk.prepare.runner import Reporter
-    from lokitalk.synth import make_talking_clip, write_clip
+    from conftest import synthetic_avatar
     from lokitalk.train.trainer import train
     from test_trainer import micro_config
 
     root = tmp_path_factory.mktemp("render_c2pa")
-    video = write_clip(make_talking_clip(duration_s=3.0, size=128, seed=3), root / "clip.mp4")
-    consent_for(video)
-    prepare(video, root / "avatar", reporter=Reporter(quiet=True))
+    synthetic_avatar(root, 3.0, 128, 3)
     train(root / "avatar", root / "model", replace(micro_config(10), checkpoint_every=10), device="cpu",
           show_progress=False)
     out = root / "signed.mp4"

@@ -44,17 +44,10 @@ def test_whole_frame_rays_on_device_match_per_pixel_rays():
 
 def test_sampler_batches_carry_their_frame_conditioning(tmp_path):
     pytest.importorskip("mediapipe")
+    from conftest import synthetic_avatar
     from lokitalk.data.avatar import load_avatar
-    from lokitalk.prepare.pipeline import prepare
-    from lokitalk.prepare.runner import Reporter
-    from lokitalk.synth import make_talking_clip, write_clip
 
-    video = write_clip(make_talking_clip(duration_s=3.0, size=128, seed=2), tmp_path / "c.mp4")
-    from conftest import consent_for
-
-    consent_for(video)
-    prepare(video, tmp_path / "avatar", reporter=Reporter(quiet=True))
-    avatar = load_avatar(tmp_path / "avatar")
+    avatar = load_avatar(synthetic_avatar(tmp_path, 3.0, 128, 2))
     sampler = RaySampler(avatar, RayBatchConfig(rays_per_batch=512, mouth_fraction=0.5), seed=0)
     for _ in range(5):
         batch = sampler.sample()

@@ -5,7 +5,7 @@ from dataclasses import replace
 
 import pytest
 
-from conftest import consent_for, run_cli
+from conftest import run_cli, synthetic_avatar
 from lokitalk.provenance import Payload
 from lokitalk.train.trainer import train
 
@@ -14,15 +14,10 @@ pytest.importorskip("mediapipe")
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    from lokitalk.prepare.pipeline import prepare
-    from lokitalk.prepare.runner import Reporter
-    from lokitalk.synth import make_talking_clip, write_clip
     from test_trainer import micro_config
 
     root = tmp_path_factory.mktemp("stamp")
-    video = write_clip(make_talking_clip(duration_s=4.0, size=160, seed=9), root / "clip.mp4")
-    consent_for(video)
-    prepare(video, root / "avatar", reporter=Reporter(quiet=True))
+    synthetic_avatar(root, 4.0, 160, 9)
     train(root / "avatar", root / "model", replace(micro_config(30), checkpoint_every=30), device="cpu",
           show_progress=False)
     return root

@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from conftest import assert_clean_failure, consent_for, run_cli
+from conftest import assert_clean_failure, run_cli, synthetic_avatar
 
 pytest.importorskip("mediapipe")
 
@@ -17,16 +17,11 @@ SR = 16000
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    from lokitalk.prepare.pipeline import prepare
-    from lokitalk.prepare.runner import Reporter
-    from lokitalk.synth import make_talking_clip, write_clip
     from lokitalk.train.trainer import train
     from test_trainer import micro_config
 
     root = tmp_path_factory.mktemp("speak")
-    video = write_clip(make_talking_clip(duration_s=5.0, size=96, seed=11), root / "clip.mp4")
-    consent_for(video)
-    prepare(video, root / "avatar", reporter=Reporter(quiet=True))
+    synthetic_avatar(root, 5.0, 96, 11)
     train(root / "avatar", root / "model", replace(micro_config(20), checkpoint_every=20), device="cpu",
           show_progress=False)
     return root

@@ -17,17 +17,9 @@ pytest.importorskip("mediapipe")
 
 @pytest.fixture(scope="module")
 def avatar(tmp_path_factory):
-    from lokitalk.prepare.pipeline import prepare
-    from lokitalk.prepare.runner import Reporter
-    from lokitalk.synth import make_talking_clip, write_clip
+    from conftest import synthetic_avatar
 
-    root = tmp_path_factory.mktemp("trainer")
-    video = write_clip(make_talking_clip(duration_s=3.0, size=96, seed=4), root / "clip.mp4")
-    from conftest import consent_for
-
-    consent_for(video)
-    prepare(video, root / "avatar", reporter=Reporter(quiet=True))
-    return root / "avatar"
+    return synthetic_avatar(tmp_path_factory.mktemp("trainer"), 3.0, 96, 4)
 
 
 def micro_config(steps=40):
