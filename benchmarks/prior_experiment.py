@@ -73,7 +73,7 @@ def evaluate_checkpoint(model_dir: Path, avatar, frames: np.ndarray, device: str
     shutil.copyfile(model_dir / "checkpoint.safetensors", model_dir / "model.safetensors")
     trained = load_trained(model_dir, device)
     if compile == "off":  # no compilation per evaluation point: eager rendering
-        trained.model.canonical_runner = None
+        trained.model.point_runner = None
     rendered, fps = render_test(trained, avatar, frames)
     cam = avatar.camera.scaled(trained.image_scale)
     real = np.stack([resize_image(avatar.frame(int(i)), cam) for i in frames])

@@ -48,7 +48,7 @@ def test_sampler_batches_carry_their_frame_conditioning(tmp_path):
     from lokitalk.data.avatar import load_avatar
 
     avatar = load_avatar(synthetic_avatar(tmp_path, 3.0, 128, 2))
-    sampler = RaySampler(avatar, RayBatchConfig(rays_per_batch=512, mouth_fraction=0.5), seed=0)
+    sampler = RaySampler(avatar, RayBatchConfig(rays_per_batch=512, mouth_fraction=0.5, eye_fraction=0.25), seed=0)
     for _ in range(5):
         batch = sampler.sample()
         frame = int(batch["frame"])
@@ -57,6 +57,7 @@ def test_sampler_batches_carry_their_frame_conditioning(tmp_path):
         xs, ys = batch["pixels"][:, 0].numpy(), batch["pixels"][:, 1].numpy()
         np.testing.assert_allclose(batch["rgb"].numpy(), avatar.frame(frame)[ys, xs] / 255.0, atol=1e-6)
         assert (batch["labels"] == 5).float().mean() >= 0.45  # mouth rays as asked
+        assert (batch["labels"] == 6).float().mean() >= 0.23  # and eye rays
         assert batch["origins"].shape == (512, 3)
         torch_norm = batch["directions"].norm(dim=-1)
         assert float((torch_norm - 1).abs().max()) < 1e-5

@@ -81,3 +81,22 @@ def test_gradients_flow_to_the_field():
     out = render_rays(field, origins, directions, torch.zeros(3), RenderConfig(32, 0.2, 1.0))
     out.rgb.sum().backward()
     assert scale.grad is not None and torch.isfinite(scale.grad) and scale.grad.abs() > 0
+
+
+def test_early_termination_skips_hidden_samples_and_changes_pixels_by_at_most_the_threshold():
+    origins, directions = rays(64, seed=7)
+    background = torch.tensor([0.9, 0.1, 0.4])
+
+    def opaque_blob(points, ray_index):  # a dense blob: rays that hit it stop within a few samples
+        density, rgb = blob_field(points, ray_index)
+        return density * 20.0, rgb
+
+    full = render_rays(opaque_blob, origins, directions, background, RenderConfig(64, 0.2, 1.0))
+    for threshold in (1e-2, 1e-3):
+        early = render_rays(opaque_blob, origins, directions, background,
+                            RenderConfig(64, 0.2, 1.0, termination=threshold, segments=8))
+        assert float((early.rgb - full.rgb).abs().max()) <= threshold + 1e-6
+        assert early.evaluated < 0.8 * full.evaluated  # samples behind the surface were skipped
+    # rays that miss the blob are never terminated: identical, and the reference agrees
+    reference = render_dense_reference(opaque_blob, origins, directions, background, RenderConfig(64, 0.2, 1.0))
+    torch.testing.assert_close(early.rgb, reference, atol=1e-3 + 1e-5, rtol=0)

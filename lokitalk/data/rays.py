@@ -60,6 +60,7 @@ class RayBatchConfig:
     patch_size: int = 0  # > 0: square patches (for LPIPS) instead of scattered rays
     mouth_fraction: float = 0.25  # share of rays drawn inside the mouth region (lip detail)
     image_scale: float = 1.0  # train on frames resized by this factor (0.5: a quarter of the rays)
+    eye_fraction: float = 0.0  # share of rays drawn inside the eye region (blinks are a few pixels)
 
 
 class RaySampler:
@@ -94,12 +95,17 @@ class RaySampler:
             return xs.ravel(), ys.ravel()
         from ..prepare.masks import Region
 
-        mouth_y, mouth_x = np.nonzero(labels == Region.MOUTH)
-        # drawn with replacement: a small mouth still gets its share of the rays
-        n_mouth = int(n * self.config.mouth_fraction) if len(mouth_x) else 0
-        pick = self.rng.integers(0, len(mouth_x), n_mouth) if n_mouth else np.zeros(0, int)
-        xs = np.concatenate([mouth_x[pick], self.rng.integers(0, w, n - n_mouth)])
-        ys = np.concatenate([mouth_y[pick], self.rng.integers(0, h, n - n_mouth)])
+        # region rays are drawn with replacement: a small mouth or eye still gets its share
+        xs_parts, ys_parts, drawn = [], [], 0
+        for region, fraction in ((Region.MOUTH, self.config.mouth_fraction), (Region.EYES, self.config.eye_fraction)):
+            region_y, region_x = np.nonzero(labels == region)
+            count = int(n * fraction) if len(region_x) and fraction > 0 else 0
+            pick = self.rng.integers(0, len(region_x), count) if count else np.zeros(0, int)
+            xs_parts.append(region_x[pick])
+            ys_parts.append(region_y[pick])
+            drawn += count
+        xs = np.concatenate(xs_parts + [self.rng.integers(0, w, n - drawn)])
+        ys = np.concatenate(ys_parts + [self.rng.integers(0, h, n - drawn)])
         return xs, ys
 
     def sample(self, frame: int | None = None) -> dict[str, torch.Tensor]:

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from dataclasses import field as dc_field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 from torch import nn
 
-from .deformation import DeformationConfig, build_deformation, mlp, positional_encoding
+from .deformation import DeformationConfig, DeformationIdentity, build_deformation, mlp, positional_encoding
 from .encoding import TriPlaneConfig, TriPlaneEncoding
 
 if TYPE_CHECKING:
@@ -108,6 +108,16 @@ def pose_vector(rotation: torch.Tensor, translation: torch.Tensor) -> torch.Tens
     return torch.cat([axis * angle, translation])
 
 
+class PointIdentity(NamedTuple):
+    """An identity's tensors as the point evaluator takes them (plain tensors, so that a compiled
+    evaluator sees the same kind of input every call)."""
+
+    deformation: DeformationIdentity
+    offset: list[torch.Tensor]  # the canonical-offset grid's planes
+    geometry: torch.Tensor  # [1, code_dim]
+    appearance: torch.Tensor  # [1, code_dim]
+
+
 class TalkingHead(nn.Module):
     """Deformation + canonical field. `field_for(batch)` gives the renderer's field function
     for one frame's conditioning; it also returns per-sample attentions for region losses."""
@@ -119,9 +129,10 @@ class TalkingHead(nn.Module):
         self.config = config
         self.deformation = build_deformation(config.deformation)
         self.canonical = CanonicalField(config.field)
-        # what evaluates the canonical field: the module itself, or a compiled wrapper of it
-        # (lokitalk.train.accelerate); a plain attribute, so it adds nothing to the state dict
-        self.canonical_runner = None
+        # what evaluates sample points (deformation and canonical field): `evaluate_points` itself,
+        # or a compiled wrapper of it (lokitalk.train.accelerate); a plain attribute, so it adds
+        # nothing to the state dict
+        self.point_runner = None
         if config.identity is not None:
             from .identity import Hypernetwork, IdentityParts
 
@@ -146,6 +157,24 @@ class TalkingHead(nn.Module):
         offset = ident.feature_offset(self.canonical.normalise(points), self.canonical.encoding.config)
         return self.canonical.density(points, offset, ident.geometry[None])
 
+    def evaluate_points(self, points: torch.Tensor, directions: torch.Tensor, lip: torch.Tensor, eye: torch.Tensor,
+                        pose: torch.Tensor, identity: PointIdentity | None = None):
+        """Sample points of one frame [M,3] and their view directions [M,3], the frame's signals as
+        single rows -> (density [M], rgb [M,3], attentions). The whole per-sample path in one
+        function, so that it compiles into one graph."""
+        if identity is None:
+            deformed = self.deformation(points, lip, eye, pose)
+            density, rgb = self.canonical(deformed.canonical, directions)
+        else:
+            from .identity import offset_features
+
+            deformed = self.deformation(points, lip, eye, pose, identity.deformation)
+            offset = offset_features(identity.offset, self.canonical.normalise(deformed.canonical),
+                                     self.canonical.encoding.config)
+            density, rgb = self.canonical(deformed.canonical, directions, offset, identity.geometry,
+                                          identity.appearance)
+        return density, rgb, deformed.attention
+
     def field_for(self, batch: dict[str, torch.Tensor], directions: torch.Tensor,
                   identity: "ResolvedIdentity | None" = None):
         """`identity` (multi-identity models): whose parts to use; default the model's own."""
@@ -153,23 +182,15 @@ class TalkingHead(nn.Module):
         eye = batch["eye_ratio"].to(directions.device)
         pose = pose_vector(batch["rotation"].to(directions.device), batch["translation"].to(directions.device))
         ident = self._identity(identity)
-        deform_id = None
+        point_identity = None
         if ident is not None:
             lip = ident.map_lip(lip)  # the avatar's own lip basis -> the prior's shared lip space
-            deform_id = self.hyper.layer(ident.dynamic)
+            point_identity = PointIdentity(self.hyper.layer(ident.dynamic), list(ident.offset), ident.geometry[None],
+                                           ident.appearance[None])
+        runner = self.point_runner or self.evaluate_points
 
         def field_fn(points: torch.Tensor, ray_index: torch.Tensor):
             # one frame per batch: its signals are passed once and broadcast inside
-            runner = self.canonical_runner or self.canonical
-            if ident is None:
-                deformed = self.deformation(points, lip[None], eye[None], pose[None])
-                density, rgb = runner(deformed.canonical, directions[ray_index])
-            else:
-                deformed = self.deformation(points, lip[None], eye[None], pose[None], deform_id)
-                offset = ident.feature_offset(self.canonical.normalise(deformed.canonical),
-                                              self.canonical.encoding.config)
-                density, rgb = runner(deformed.canonical, directions[ray_index], offset, ident.geometry[None],
-                                      ident.appearance[None])
-            return density, rgb, deformed.attention
+            return runner(points, directions[ray_index], lip[None], eye[None], pose[None], point_identity)
 
         return field_fn

@@ -89,11 +89,15 @@ class ResolvedIdentity:
         return lip.to(self.lip_matrix.dtype) @ self.lip_matrix + self.lip_bias
 
     def feature_offset(self, normalised: torch.Tensor, grid: TriPlaneConfig) -> torch.Tensor:
-        """[M,3] points in [-1,1] -> [M, grid.output_dim]: the offset grid's features in the shared
-        grid's layout ([plane][level][feature]), zero on the levels it does not cover."""
-        feats = sample_planes(self.offset, normalised)  # [M,3,K,F]
-        feats = F.pad(feats, (0, 0, 0, grid.levels - feats.shape[2]))
-        return feats.reshape(normalised.shape[0], -1)
+        return offset_features(self.offset, normalised, grid)
+
+
+def offset_features(offset: list[torch.Tensor], normalised: torch.Tensor, grid: TriPlaneConfig) -> torch.Tensor:
+    """An identity's offset grid at [M,3] points in [-1,1] -> [M, grid.output_dim]: its features in
+    the shared grid's layout ([plane][level][feature]), zero on the levels it does not cover."""
+    feats = sample_planes(offset, normalised)  # [M,3,K,F]
+    feats = F.pad(feats, (0, 0, 0, grid.levels - feats.shape[2]))
+    return feats.reshape(normalised.shape[0], -1)
 
 
 class IdentityParts(nn.Module):

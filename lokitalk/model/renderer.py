@@ -6,6 +6,12 @@ are scattered back into the full [rays, samples] layout with zero density where 
 evaluated. Skipping is therefore exact wherever the field really is empty: with an all-occupied
 grid the result equals plain dense sampling (`render_dense_reference`, which tests compare).
 
+Early ray termination (`RenderConfig.termination` > 0, for rendering): the samples are marched
+in `segments` blocks from front to back, and a ray whose transmittance has fallen below the
+threshold is not evaluated further: everything behind a face is hidden by it. What is skipped
+could have added at most `termination` to any pixel (its weights sum to at most the
+transmittance left), so the image changes by at most that much; with 0 nothing is skipped.
+
 The grid is refreshed by `OccupancyGrid.update`, called as a periodic callback by the trainer
 (not special-cased in the loop): densities at jittered cell centres, an exponential moving
 average, and a threshold.
@@ -31,6 +37,8 @@ class RenderConfig:
     near: float = 0.3
     far: float = 0.9
     stratified: bool = False  # jitter sample positions (training)
+    termination: float = 0.0  # stop a ray once its transmittance is below this (0: never)
+    segments: int = 4  # blocks of samples marched front to back when `termination` > 0
 
 
 @dataclass
@@ -114,28 +122,43 @@ def render_rays(field: Field, origins: torch.Tensor, directions: torch.Tensor, b
                 config: RenderConfig, grid: OccupancyGrid | None = None,
                 generator: torch.Generator | None = None) -> RenderOutput:
     """origins/directions [R,3] (directions unit length), background [R,3] or [3]."""
-    num_rays = origins.shape[0]
-    t = sample_distances(num_rays, config, origins.device, generator)
-    points = origins[:, None, :] + t[..., None] * directions[:, None, :]  # [R,S,3]
-    flat = points.reshape(-1, 3)
-    ray_index = torch.arange(num_rays, device=origins.device).repeat_interleave(config.samples_per_ray)
-    keep = grid.is_occupied(flat) if grid is not None else torch.ones(flat.shape[0], dtype=torch.bool,
-                                                                       device=flat.device)
-    density = torch.zeros(flat.shape[0], device=flat.device, dtype=flat.dtype)
-    rgb = torch.zeros(flat.shape[0], 3, device=flat.device, dtype=flat.dtype)
+    num_rays, s = origins.shape[0], config.samples_per_ray
+    device = origins.device
+    t = sample_distances(num_rays, config, device, generator)
+    deltas = torch.cat([t[:, 1:] - t[:, :-1], (config.far - t[:, -1:]).clamp_min(1e-4)], dim=1)
+    density = torch.zeros(num_rays, s, device=device, dtype=origins.dtype)
+    rgb = torch.zeros(num_rays, s, 3, device=device, dtype=origins.dtype)
     extras: dict[str, torch.Tensor] = {}
-    if keep.any():
-        kept = keep.nonzero()[:, 0]
-        result = field(flat[keep], ray_index[keep])
-        d, c = result[0], result[1]
-        density = density.index_put((kept,), d.to(density.dtype))
-        rgb = rgb.index_put((kept,), c.to(rgb.dtype))
-        for name, value in (result[2] if len(result) > 2 else {}).items():
-            extras[name] = torch.zeros_like(density).index_put((kept,), value.to(density.dtype))
-    out = composite(density.view(num_rays, -1), rgb.view(num_rays, -1, 3), t, config.far,
-                    background.expand(num_rays, 3))
-    out.evaluated = int(keep.sum())
-    out.extras = {name: (out.weights * value.view(num_rays, -1)).sum(1) for name, value in extras.items()}
+    segments = max(1, min(config.segments, s)) if config.termination > 0 else 1
+    bounds = [round(k * s / segments) for k in range(segments + 1)]
+    rays = torch.arange(num_rays, device=device)  # the rays still marching
+    optical_depth = torch.zeros(num_rays, device=device, dtype=origins.dtype)
+    evaluated = 0
+    for first, last in zip(bounds[:-1], bounds[1:]):
+        width = last - first
+        points = origins[rays, None, :] + t[rays, first:last, None] * directions[rays, None, :]  # [r,w,3]
+        flat = points.reshape(-1, 3)
+        keep = grid.is_occupied(flat) if grid is not None else None
+        kept = keep.nonzero()[:, 0] if keep is not None else torch.arange(flat.shape[0], device=device)
+        if kept.numel():
+            ray_of = rays.repeat_interleave(width)[kept]  # global ray index of each kept sample
+            column = first + kept % width
+            result = field(flat[kept], ray_of)
+            density = density.index_put((ray_of, column), result[0].to(density.dtype))
+            rgb = rgb.index_put((ray_of, column), result[1].to(rgb.dtype))
+            for name, value in (result[2] if len(result) > 2 else {}).items():
+                if name not in extras:
+                    extras[name] = torch.zeros_like(density)
+                extras[name] = extras[name].index_put((ray_of, column), value.to(density.dtype))
+            evaluated += int(kept.numel())
+        if segments > 1 and last < s:
+            optical_depth = optical_depth + (density[:, first:last] * deltas[:, first:last]).sum(1)
+            rays = (torch.exp(-optical_depth) > config.termination).nonzero()[:, 0]
+            if rays.numel() == 0:
+                break
+    out = composite(density, rgb, t, config.far, background.expand(num_rays, 3))
+    out.evaluated = evaluated
+    out.extras = {name: (out.weights * value).sum(1) for name, value in extras.items()}
     return out
 
 

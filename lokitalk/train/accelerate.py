@@ -1,9 +1,10 @@
 """Mixed precision and torch.compile where the device supports them, with an eager fallback.
 
 `auto` turns both on for CUDA devices only: bf16 autocast (no loss scaling needed; off when the
-GPU has no bf16) and `torch.compile` of the canonical field (the hot path: tri-plane lookups and
-MLPs over every kept sample; `dynamic=True` because the number of kept samples changes every
-step). Compositing stays in fp32 (the renderer scatters field outputs into fp32 buffers), so
+GPU has no bf16) and `torch.compile` of the per-sample path, deformation and canonical field
+together (`TalkingHead.evaluate_points`: positional encodings, tri-plane lookups and MLPs over
+every kept sample, fused into few kernels; `dynamic=True` because the number of kept samples
+changes every call). Compositing stays in fp32 (the renderer scatters field outputs into fp32 buffers), so
 transmittance products do not lose precision. If compilation or a compiled call fails — a
 missing compiler, an unsupported op — the run continues eagerly and says so once.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
@@ -42,9 +44,10 @@ def resolve(device: torch.device, amp: str = "auto", compile: str = "auto") -> A
 
 
 class CompiledOrEager:
-    """Calls a compiled version of `module` until it fails once, then the module itself."""
+    """Calls a compiled version of `module` (a module or a function, e.g. a bound method) until it
+    fails once, then `module` itself."""
 
-    def __init__(self, module: nn.Module):
+    def __init__(self, module: nn.Module | Callable):
         self.module = module
         self.fallback_reason: str | None = None
         try:
@@ -65,3 +68,8 @@ class CompiledOrEager:
             except Exception as err:
                 self._fail(err)
         return self.module(*args, **kwargs)
+
+
+def accelerate_model(model, acceleration: Acceleration) -> None:
+    """Compile the model's per-sample path when asked (a TalkingHead: deformation + field)."""
+    model.point_runner = CompiledOrEager(model.evaluate_points) if acceleration.compile else None

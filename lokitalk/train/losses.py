@@ -21,9 +21,11 @@ def region_mask(labels: torch.Tensor, regions) -> torch.Tensor:
     return mask
 
 
-def photometric_loss(rgb: torch.Tensor, target: torch.Tensor, labels: torch.Tensor, mouth_weight: float) -> torch.Tensor:
-    """Mean squared error with extra weight on the mouth (lips carry the lip sync)."""
-    weight = 1.0 + mouth_weight * (labels == int(Region.MOUTH)).float()
+def photometric_loss(rgb: torch.Tensor, target: torch.Tensor, labels: torch.Tensor, mouth_weight: float,
+                     eye_weight: float = 0.0) -> torch.Tensor:
+    """Mean squared error with extra weight on the mouth (lips carry the lip sync) and the eyes
+    (a blink changes a few pixels: unweighted, it is lost in the face's error)."""
+    weight = 1.0 + mouth_weight * (labels == int(Region.MOUTH)).float() + eye_weight * (labels == int(Region.EYES)).float()
     return (weight[:, None] * (rgb - target) ** 2).sum() / (3 * weight.sum())
 
 

@@ -45,7 +45,7 @@ from ..model.field import TalkingHead
 from ..model.identity import IdentityConfig, IdentityEncoder, IdentityParts, encoder_inputs
 from ..model.renderer import OccupancyGrid, RenderConfig, render_rays
 from ..render.frames import frame_render_config
-from .accelerate import CompiledOrEager, resolve
+from .accelerate import accelerate_model, resolve
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .distributed import DistInfo, barrier, gather_to_main, init_distributed, mean_over_ranks, shutdown, wrap
@@ -86,7 +86,7 @@ class PriorNet(nn.Module):
             out = render_rays(field_fn, batch["origins"].to(device), directions, batch["background"].to(device),
                               frame_render_config(render_cfg, batch["translation"]), item.grid, item.generator)
             target, labels = batch["rgb"].to(device), batch["labels"].to(device)
-            loss = photometric_loss(out.rgb, target, labels, train.mouth_weight)
+            loss = photometric_loss(out.rgb, target, labels, train.mouth_weight, train.eye_weight)
             loss = loss + train.alpha_weight * opacity_loss(out.opacity, batch["alpha"].to(device))
             if self.head.config.deformation.kind == "region" and train.attention_weight > 0:
                 loss = loss + train.attention_weight * attention_loss(out.extras, labels)
@@ -173,8 +173,7 @@ def _pretrain(info: DistInfo, avatar_dirs, out: Path, config: PretrainConfig, re
     torch.manual_seed(train_cfg.seed)
     shared = PriorNet(model_cfg).to(dev)
     accel = resolve(dev, train_cfg.amp, train_cfg.compile)
-    if accel.compile:
-        shared.head.canonical_runner = CompiledOrEager(shared.head.canonical)
+    accelerate_model(shared.head, accel)
     grid_params = list(shared.head.canonical.encoding.parameters())
     grid_ids = {id(p) for p in grid_params}
     optimizer = torch.optim.Adam([{"params": grid_params, "lr": train_cfg.lr_grid},
@@ -196,7 +195,7 @@ def _pretrain(info: DistInfo, avatar_dirs, out: Path, config: PretrainConfig, re
                                  "lr": train_cfg.lr_network}], betas=(0.9, 0.99), eps=1e-15)
         seed = train_cfg.seed + 7919 * (index + 1)  # by identity, not by rank: any layout, same data
         sampler = RaySampler(avatar, RayBatchConfig(train_cfg.rays_per_batch, 0, train_cfg.mouth_fraction,
-                                                    train_cfg.image_scale), frames=frames[index], seed=seed)
+                                                    train_cfg.image_scale, train_cfg.eye_fraction), frames=frames[index], seed=seed)
         images, cameras = encoder_inputs(avatar, frames[index], identity_cfg)
         mine.append(_Identity(index, names[index], avatar, parts, opt, sampler, torch.Generator().manual_seed(seed),
                               OccupancyGrid(field_cfg.box_min, field_cfg.box_max,

@@ -31,7 +31,7 @@ from ..errors import InputError
 from ..model.field import TalkingHead
 from ..model.renderer import OccupancyGrid, RenderConfig
 from ..render.frames import render_batch
-from .accelerate import CompiledOrEager, resolve
+from .accelerate import accelerate_model, resolve
 from .checkpoint import load_checkpoint, model_config_to_dict, save_checkpoint
 from .config import TrainConfig
 from .losses import attention_loss, opacity_loss, photometric_loss, psnr
@@ -121,8 +121,7 @@ def train(avatar_dir: Path, model_dir: Path, config: TrainConfig, device: str = 
         schedule = finetune_schedule(len(frames) / avatar.fps, config.steps)
     field_cfg = model.config.field
     accel = resolve(dev, config.amp, config.compile)
-    if accel.compile:
-        model.canonical_runner = CompiledOrEager(model.canonical)
+    accelerate_model(model, accel)
     grid = OccupancyGrid(field_cfg.box_min, field_cfg.box_max, config.occupancy_resolution).to(dev)
     optimizer = torch.optim.Adam(_parameter_groups(model, config), betas=(0.9, 0.99), eps=1e-15)
     decay = config.lr_final_fraction ** (1.0 / max(config.steps, 1))
@@ -132,7 +131,8 @@ def train(avatar_dir: Path, model_dir: Path, config: TrainConfig, device: str = 
         lambdas = [lambda s: decay**s * schedule.shared_factor(s, True),
                    lambda s: decay**s * schedule.shared_factor(s, False), lambda s: decay**s, lambda s: decay**s]
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
-    sampler = RaySampler(avatar, RayBatchConfig(config.rays_per_batch, 0, config.mouth_fraction, config.image_scale),
+    sampler = RaySampler(avatar, RayBatchConfig(config.rays_per_batch, 0, config.mouth_fraction, config.image_scale,
+                                                   config.eye_fraction),
                          frames=frames, seed=config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     render_cfg = RenderConfig(samples_per_ray=config.samples_per_ray, stratified=True)
@@ -209,7 +209,7 @@ def train(avatar_dir: Path, model_dir: Path, config: TrainConfig, device: str = 
                 out = render_batch(model, batch, grid, render_cfg, generator)
             target = batch["rgb"].to(dev)
             labels = batch["labels"].to(dev)
-            photo = photometric_loss(out.rgb, target, labels, config.mouth_weight)
+            photo = photometric_loss(out.rgb, target, labels, config.mouth_weight, config.eye_weight)
             loss = photo + config.alpha_weight * opacity_loss(out.opacity, batch["alpha"].to(dev))
             if config.model.deformation.kind == "region" and config.attention_weight > 0:
                 loss = loss + config.attention_weight * attention_loss(out.extras, labels)
@@ -242,7 +242,7 @@ def train(avatar_dir: Path, model_dir: Path, config: TrainConfig, device: str = 
     finished = (load_checkpoint(model_dir) or (0,))[0] >= config.steps
     if finished:
         _export_final(model_dir)
-    runner = model.canonical_runner
+    runner = model.point_runner
     return {"steps": (load_checkpoint(model_dir) or (0,))[0], "finished": finished,
             "consent_id": consent["consent_id"], "last_loss": last_loss,
             "elapsed_s": round(time.perf_counter() - started, 2), "device": str(dev), "amp": accel.amp,
