@@ -1,6 +1,6 @@
 import torch
 
-from lokitalk.model.renderer import OccupancyGrid, RenderConfig, render_dense_reference, render_rays
+from lokitalk.model.renderer import OccupancyGrid, RenderConfig, ray_box_interval, render_dense_reference, render_rays
 
 
 def blob_field(points, ray_index):
@@ -100,3 +100,40 @@ def test_early_termination_skips_hidden_samples_and_changes_pixels_by_at_most_th
     # rays that miss the blob are never terminated: identical, and the reference agrees
     reference = render_dense_reference(opaque_blob, origins, directions, background, RenderConfig(64, 0.2, 1.0))
     torch.testing.assert_close(early.rgb, reference, atol=1e-3 + 1e-5, rtol=0)
+
+
+def test_ray_box_interval_matches_marching_along_the_ray():
+    g = torch.Generator().manual_seed(11)
+    box = (torch.tensor([-0.3, -0.2, -0.25]), torch.tensor([0.3, 0.4, 0.2]))
+    origins = (torch.rand(200, 3, generator=g) - 0.5) * 2.0
+    directions = torch.nn.functional.normalize(torch.randn(200, 3, generator=g), dim=-1)
+    targets = box[0] + torch.rand(100, 3, generator=g) * (box[1] - box[0])  # half the rays aim at the box
+    directions[100:] = torch.nn.functional.normalize(targets - origins[100:], dim=-1)
+    directions[:5, 1:] = 0.0  # axis-parallel rays
+    directions[:5, 0] = 1.0
+    entry, exit_, hit = ray_box_interval(origins, directions, *box)
+    t = torch.linspace(-3, 3, 20001)
+    points = origins[:, None] + t[None, :, None] * directions[:, None]  # every ray marched in fine steps
+    inside = ((points >= box[0]) & (points <= box[1])).all(-1)  # [R,T]
+    assert torch.equal(hit, inside.any(1))
+    first = t[inside.float().argmax(1)]
+    last = t[len(t) - 1 - inside.flip(1).float().argmax(1)]
+    assert float((first - entry)[hit].abs().max()) < 4e-4 and float((last - exit_)[hit].abs().max()) < 4e-4
+    assert hit.sum() > 50 and (~hit).sum() > 20  # both kinds of rays were tested
+
+
+def test_box_sampling_equals_the_reference_and_rays_that_miss_cost_nothing():
+    origins, directions = rays(32, seed=9)
+    directions[:4] = torch.nn.functional.normalize(torch.tensor([1.0, 0.0, 0.1]), dim=0)  # these miss the box
+    background = torch.tensor([0.3, 0.6, 0.1])
+    box = (torch.tensor([-0.25, -0.25, -0.25]), torch.tensor([0.25, 0.25, 0.25]))
+    config = RenderConfig(samples_per_ray=24, near=0.1, far=1.2, box_sampling=True)
+    out = render_rays(blob_field, origins, directions, background, config, box=box)
+    reference = render_dense_reference(blob_field, origins, directions, background, config, box=box)
+    torch.testing.assert_close(out.rgb, reference, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out.rgb[:4], background.expand(4, 3))
+    assert out.evaluated == 28 * 24  # only the rays that cross the box were sampled
+    # the same samples spread over the whole near..far span see the blob more coarsely
+    fine = render_rays(blob_field, origins, directions, background, RenderConfig(512, 0.1, 1.2))
+    coarse = render_rays(blob_field, origins, directions, background, RenderConfig(24, 0.1, 1.2))
+    assert (out.rgb - fine.rgb).abs().mean() < 0.6 * (coarse.rgb - fine.rgb).abs().mean()

@@ -30,8 +30,9 @@ def render_batch(model: TalkingHead, batch: dict[str, torch.Tensor], grid: Occup
     directions = batch["directions"].to(device)
     background = batch["background"].to(device)
     field_fn = model.field_for(batch, directions)
+    box = (model.canonical.box_min, model.canonical.box_max) if config.box_sampling else None
     return render_rays(field_fn, origins, directions, background, frame_render_config(config, batch["translation"]),
-                       grid, generator)
+                       grid, generator, box)
 
 
 def frame_conditioning(avatar: Avatar, index: int) -> dict[str, torch.Tensor]:

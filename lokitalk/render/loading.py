@@ -61,5 +61,7 @@ def load_trained(model_dir: str | Path, device: str | torch.device = "cpu") -> T
     dev = torch.device(device)
     accel = resolve(dev)  # bf16 + compiled field on CUDA, eager fp32 elsewhere
     accelerate_model(model, accel)
-    render_config = RenderConfig(samples_per_ray=samples, termination=RENDER_TERMINATION)
+    # rendered as trained: models from before box sampling spread their samples over near..far
+    box_sampling = bool(meta.get("train", {}).get("box_sampling", False))
+    render_config = RenderConfig(samples_per_ray=samples, termination=RENDER_TERMINATION, box_sampling=box_sampling)
     return TrainedModel(model, grid, render_config, meta, root, scale, accel, dev)

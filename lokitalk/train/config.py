@@ -17,6 +17,7 @@ class TrainConfig:
     steps: int = 400
     rays_per_batch: int = 1024
     samples_per_ray: int = 24
+    box_sampling: bool = False  # samples over each ray's part inside the field's box (not near..far)
     image_scale: float = 1.0  # train and render at this fraction of the avatar's size
     lr_grid: float = 3e-2
     lr_network: float = 5e-3

@@ -84,7 +84,9 @@ class PriorNet(nn.Module):
             directions = batch["directions"].to(device)
             field_fn = self.head.field_for(batch, directions, ident)
             out = render_rays(field_fn, batch["origins"].to(device), directions, batch["background"].to(device),
-                              frame_render_config(render_cfg, batch["translation"]), item.grid, item.generator)
+                              frame_render_config(render_cfg, batch["translation"]), item.grid, item.generator,
+                              (self.head.canonical.box_min, self.head.canonical.box_max) if render_cfg.box_sampling
+                              else None)
             target, labels = batch["rgb"].to(device), batch["labels"].to(device)
             loss = photometric_loss(out.rgb, target, labels, train.mouth_weight, train.eye_weight)
             loss = loss + train.alpha_weight * opacity_loss(out.opacity, batch["alpha"].to(device))
@@ -217,7 +219,8 @@ def _pretrain(info: DistInfo, avatar_dirs, out: Path, config: PretrainConfig, re
         for ident in mine:
             _load_identity(ckpt_dir, ident, start_step, dev)
 
-    render_cfg = RenderConfig(samples_per_ray=train_cfg.samples_per_ray, stratified=True)
+    render_cfg = RenderConfig(samples_per_ray=train_cfg.samples_per_ray, stratified=True,
+                              box_sampling=train_cfg.box_sampling)
 
     def checkpoint(step: int) -> None:
         for ident in mine:

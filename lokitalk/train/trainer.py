@@ -135,7 +135,8 @@ def train(avatar_dir: Path, model_dir: Path, config: TrainConfig, device: str = 
                                                    config.eye_fraction),
                          frames=frames, seed=config.seed)
     generator = torch.Generator().manual_seed(config.seed)
-    render_cfg = RenderConfig(samples_per_ray=config.samples_per_ray, stratified=True)
+    render_cfg = RenderConfig(samples_per_ray=config.samples_per_ray, stratified=True,
+                              box_sampling=config.box_sampling)
     patch_sampler, lpips_net = None, None
     if config.lpips_weight > 0:
         from ..evaluate.lpips import LPIPS

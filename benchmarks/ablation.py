@@ -1,0 +1,114 @@
+"""Train variants of one preset that differ in a few training settings, and compare them on the
+same held-out frames.
+
+    python benchmarks/ablation.py AVATAR_DIR --variant NAME[:KEY=VALUE,...] [--variant ...]
+        [--preset tiny] [--deformation region] [--steps 3000] [--device auto] [--out runs/ablation]
+
+Example: `--variant base --variant box:box_sampling=true --variant box48:box_sampling=true,samples_per_ray=48`.
+KEY is any `TrainConfig` field (lokitalk/train/config.py); values are parsed as JSON where they
+can be (true, 0.1, 48), else taken as text. Every variant trains from the same seed on the
+avatar's training frames and is evaluated on its test split (the last 10 %, never trained on),
+beside the two trivial baselines. One JSON row per variant is printed and kept in
+OUT/<avatar>_results.json: training wall time, test PSNR / mouth PSNR / eye PSNR / LPIPS / LMD,
+render FPS, and the field evaluations per rendered ray (what rendering costs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import time
+from dataclasses import fields, replace
+from pathlib import Path
+
+import torch
+
+from lokitalk.data.avatar import load_avatar, resize_image
+from lokitalk.evaluate.run import evaluate
+from lokitalk.render.frames import frame_conditioning
+from lokitalk.render.loading import load_trained
+from lokitalk.train.config import TrainConfig, preset
+from lokitalk.train.trainer import choose_device, train
+
+
+def parse_variant(text: str) -> tuple[str, dict]:
+    name, _, spec = text.partition(":")
+    known = {f.name for f in fields(TrainConfig)} - {"model", "preset"}
+    overrides = {}
+    for item in filter(None, spec.split(",")):
+        key, _, value = item.partition("=")
+        if key not in known:
+            raise SystemExit(f"{key!r} is not a TrainConfig setting ({', '.join(sorted(known))})")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    return name, overrides
+
+
+def samples_per_ray(model_dir: Path, avatar, device: str, frames: int = 3) -> float:
+    """Field evaluations per ray over a few whole test frames, as rendering does them."""
+    from lokitalk.data.rays import frame_rays
+    from lokitalk.render.frames import render_batch
+
+    trained = load_trained(model_dir, device)
+    cam = avatar.camera.scaled(trained.image_scale)
+    background = torch.as_tensor(resize_image(avatar.background(), cam)).reshape(-1, 3).float() / 255
+    total = rays = 0
+    with torch.no_grad():
+        for index in avatar.split.test[:frames]:
+            cond = frame_conditioning(avatar, int(index))
+            origins, dirs = frame_rays(cond["rotation"], cond["translation"], cam.focal_px, cam.cx, cam.cy,
+                                       cam.width, cam.height, device)
+            out = render_batch(trained.model, dict(cond, origins=origins, directions=dirs,
+                                                   background=background.to(device)),
+                               trained.grid, trained.render_config)
+            total += out.evaluated
+            rays += len(origins)
+    return total / rays
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("avatar", type=Path)
+    parser.add_argument("--variant", action="append", required=True)
+    parser.add_argument("--preset", default="tiny")
+    parser.add_argument("--deformation", default="region")
+    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--out", type=Path, default=Path("runs/ablation"))
+    args = parser.parse_args()
+    device = str(choose_device(args.device))
+    avatar = load_avatar(args.avatar)
+    variants = [parse_variant(v) for v in args.variant]
+    print(json.dumps({"machine": platform.machine(), "processor": platform.processor(), "device": device,
+                      "torch": torch.__version__, "threads": torch.get_num_threads(), "preset": args.preset,
+                      "steps": args.steps, "avatar": args.avatar.name}), flush=True)
+    rows = []
+    for name, overrides in variants:
+        config = replace(preset(args.preset, args.deformation), steps=args.steps, **overrides)
+        model_dir = args.out / f"{args.avatar.name}_{name}"
+        shutil.rmtree(model_dir, ignore_errors=True)
+        start = time.perf_counter()
+        train(args.avatar, model_dir, config, device=device, show_progress=False)
+        train_s = time.perf_counter() - start
+        metrics = evaluate(model_dir, device=device, write_video=False)
+        row = {"variant": name, **overrides, "train_s": round(train_s, 1),
+               **{k: (round(metrics[k], 4) if isinstance(metrics.get(k), float) else metrics.get(k))
+                  for k in ("psnr", "psnr_mouth", "psnr_eyes", "lpips", "lmd", "eye_ratio_error", "render_fps")},
+               "evaluated_per_ray": round(samples_per_ray(model_dir, avatar, device), 2),
+               "mean_image_psnr": round(metrics["baselines"]["mean_image_psnr"], 3),
+               "nearest_frame_psnr": round(metrics["baselines"]["nearest_training_frame_psnr"], 3)}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    out = args.out / f"{args.avatar.name}_results.json"
+    out.write_text(json.dumps(rows, indent=2))
+    best = max(rows, key=lambda r: r["psnr"])
+    print(f"best PSNR: {best['variant']} {best['psnr']:.2f} dB "
+          f"(mean image {best['mean_image_psnr']:.2f}, nearest frame {best['nearest_frame_psnr']:.2f})")
+
+
+if __name__ == "__main__":
+    main()
