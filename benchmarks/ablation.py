@@ -5,12 +5,16 @@ same held-out frames.
         [--preset tiny] [--deformation region] [--steps 3000] [--device auto] [--out runs/ablation]
 
 Example: `--variant base --variant box:box_sampling=true --variant box48:box_sampling=true,samples_per_ray=48`.
-KEY is any `TrainConfig` field (lokitalk/train/config.py); values are parsed as JSON where they
-can be (true, 0.1, 48), else taken as text. Every variant trains from the same seed on the
+KEY is any `TrainConfig` field (lokitalk/train/config.py), or `deformation.FIELD` / `field.FIELD`
+for the model's `DeformationConfig` / `FieldConfig` (e.g. `deformation.position_encoding=grid`);
+values are parsed as JSON where they can be (true, 0.1, 48), else taken as text. Every variant trains from the same seed on the
 avatar's training frames and is evaluated on its test split (the last 10 %, never trained on),
 beside the two trivial baselines. One JSON row per variant is printed and kept in
 OUT/<avatar>_results.json: training wall time, test PSNR / mouth PSNR / eye PSNR / LPIPS / LMD,
-render FPS, and the field evaluations per rendered ray (what rendering costs).
+render FPS, and the field evaluations per rendered ray (what rendering costs). With `--motion`
+also how the face moves on the test frames: lip `amp`/`r` (benchmarks/lip_response.py: rendered
+mouth opening against the real one) and `blink_amp` (benchmarks/blink_response.py: the eyes
+commanded shut on test frames).
 """
 
 from __future__ import annotations
@@ -35,7 +39,12 @@ from lokitalk.train.trainer import choose_device, train
 
 def parse_variant(text: str) -> tuple[str, dict]:
     name, _, spec = text.partition(":")
-    known = {f.name for f in fields(TrainConfig)} - {"model", "preset"}
+    from lokitalk.model.deformation import DeformationConfig
+    from lokitalk.model.field import FieldConfig
+
+    known = ({f.name for f in fields(TrainConfig)} - {"model", "preset"}
+             | {f"deformation.{f.name}" for f in fields(DeformationConfig)} - {"deformation.kind"}
+             | {f"field.{f.name}" for f in fields(FieldConfig)} - {"field.grid"})
     overrides = {}
     for item in filter(None, spec.split(",")):
         key, _, value = item.partition("=")
@@ -46,6 +55,17 @@ def parse_variant(text: str) -> tuple[str, dict]:
         except json.JSONDecodeError:
             overrides[key] = value
     return name, overrides
+
+
+def configured(config: TrainConfig, steps: int, overrides: dict) -> TrainConfig:
+    """The preset with the variant's settings: plain keys on the TrainConfig, dotted ones on the model."""
+    model = config.model
+    for key, value in overrides.items():
+        part, _, name = key.partition(".")
+        if name:
+            model = replace(model, **{part: replace(getattr(model, part), **{name: value})})
+    plain = {k: v for k, v in overrides.items() if "." not in k}
+    return replace(config, model=model, steps=steps, **plain)
 
 
 def samples_per_ray(model_dir: Path, avatar, device: str, frames: int = 3) -> float:
@@ -70,6 +90,24 @@ def samples_per_ray(model_dir: Path, avatar, device: str, frames: int = 3) -> fl
     return total / rays
 
 
+def motion_response(model_dir: Path, avatar, device: str) -> dict:
+    import numpy as np
+    from blink_response import blink_response
+    from lip_response import opening_of
+
+    saved = np.load(model_dir / "eval" / "test_frames.npz")
+    camera = avatar.camera.scaled(load_trained(model_dir, device).image_scale)
+    real = np.stack([resize_image(avatar.frame(int(i)), camera) for i in saved["indices"]])
+    real_opening, _ = opening_of(real)
+    rendered_opening, _ = opening_of(saved["frames"])
+    both = ~np.isnan(real_opening) & ~np.isnan(rendered_opening)
+    blink = blink_response(model_dir, avatar, 12, device)
+    blink.pop("_renders")
+    return {"lip_amp": round(float(np.std(rendered_opening[both]) / np.std(real_opening[both])), 3),
+            "lip_r": round(float(np.corrcoef(rendered_opening[both], real_opening[both])[0, 1]), 3),
+            "blink_amp": blink["blink_amp"], "blink_closes": blink["closes_fraction"]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("avatar", type=Path)
@@ -79,6 +117,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", type=Path, default=Path("runs/ablation"))
+    parser.add_argument("--motion", action="store_true", help="also measure lip and blink response")
     args = parser.parse_args()
     device = str(choose_device(args.device))
     avatar = load_avatar(args.avatar)
@@ -88,19 +127,21 @@ def main() -> None:
                       "steps": args.steps, "avatar": args.avatar.name}), flush=True)
     rows = []
     for name, overrides in variants:
-        config = replace(preset(args.preset, args.deformation), steps=args.steps, **overrides)
+        config = configured(preset(args.preset, args.deformation), args.steps, overrides)
         model_dir = args.out / f"{args.avatar.name}_{name}"
         shutil.rmtree(model_dir, ignore_errors=True)
         start = time.perf_counter()
         train(args.avatar, model_dir, config, device=device, show_progress=False)
         train_s = time.perf_counter() - start
-        metrics = evaluate(model_dir, device=device, write_video=False)
+        metrics = evaluate(model_dir, device=device, write_video=False, save_frames=args.motion)
         row = {"variant": name, **overrides, "train_s": round(train_s, 1),
                **{k: (round(metrics[k], 4) if isinstance(metrics.get(k), float) else metrics.get(k))
                   for k in ("psnr", "psnr_mouth", "psnr_eyes", "lpips", "lmd", "eye_ratio_error", "render_fps")},
                "evaluated_per_ray": round(samples_per_ray(model_dir, avatar, device), 2),
                "mean_image_psnr": round(metrics["baselines"]["mean_image_psnr"], 3),
                "nearest_frame_psnr": round(metrics["baselines"]["nearest_training_frame_psnr"], 3)}
+        if args.motion:
+            row.update(motion_response(model_dir, avatar, device))
         rows.append(row)
         print(json.dumps(row), flush=True)
     out = args.out / f"{args.avatar.name}_results.json"

@@ -18,6 +18,12 @@ a comparison at the same step budget measures the region ties, not capacity.
 Both start as the identity (last layers zero-initialised): a fresh model renders the canonical
 field unchanged.
 
+Position encoding (`position_encoding`): "frequency" feeds the nets sin/cos of the position in
+metres (finest period 6 cm at 6 frequencies: smooth, but too coarse to move an eyelid without
+dragging its surroundings); "grid" feeds them the position normalised to the field's box plus a
+small multiresolution tri-plane grid of learned features (ER-NeRF's choice for its
+audio-spatial encoder): local, so a displacement can be confined to a centimetre-sized region.
+
 Multi-identity priors (lokitalk.model.identity): with `identity_dim` > 0 either net also takes a
 per-identity dynamic feature (projected like a signal) and one hypernetwork-generated layer, a
 residual `h + W relu(h) + b` on the hidden state (after the face trunk; after the first layer of
@@ -44,6 +50,16 @@ class DeformationConfig:
     pose_dim: int = 6  # rotation vector and translation of the head -> camera pose
     signal_dim: int = 32  # each signal is projected to this width before it enters the MLP
     identity_dim: int = 0  # > 0: per-identity dynamic feature and generated layer (multi-identity prior)
+    position_encoding: str = "frequency"  # "frequency" or "grid" (see the module docstring)
+    grid_levels: int = 4  # "grid": tri-plane levels, from grid_base_resolution to grid_max_resolution
+    grid_base_resolution: int = 16
+    grid_max_resolution: int = 64
+
+    def grid_config(self):
+        from .encoding import TriPlaneConfig
+
+        return TriPlaneConfig(levels=self.grid_levels, features_per_level=2, base_resolution=self.grid_base_resolution,
+                              max_resolution=self.grid_max_resolution)
 
 
 class DeformationIdentity(NamedTuple):
@@ -84,6 +100,32 @@ def mlp(in_dim: int, hidden: int, out_dim: int, layers: int = 2, zero_last: bool
     return nn.Sequential(*mods)
 
 
+class PositionEncoder(nn.Module):
+    """Sample positions (metres, head frame) -> the deformation nets' position input."""
+
+    def __init__(self, config: DeformationConfig, box_min, box_max):
+        super().__init__()
+        self.config = config
+        if config.position_encoding == "frequency":
+            self.output_dim = 3 + 6 * config.posenc_frequencies
+        elif config.position_encoding == "grid":
+            from .encoding import TriPlaneEncoding
+
+            self.grid = TriPlaneEncoding(config.grid_config())
+            self.output_dim = 3 + self.grid.output_dim
+            # not in the state dict: the box is the field's, saved with its config
+            self.register_buffer("box_min", torch.tensor(box_min, dtype=torch.float32), persistent=False)
+            self.register_buffer("box_max", torch.tensor(box_max, dtype=torch.float32), persistent=False)
+        else:
+            raise ValueError(f"position_encoding must be 'frequency' or 'grid', not {config.position_encoding!r}")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.config.position_encoding == "frequency":
+            return positional_encoding(x, self.config.posenc_frequencies)
+        unit = (x - self.box_min) / (self.box_max - self.box_min) * 2.0 - 1.0
+        return torch.cat([unit, self.grid(unit)], -1)
+
+
 @dataclass
 class DeformationOutput:
     canonical: torch.Tensor  # [M,3] points in the canonical space
@@ -92,10 +134,11 @@ class DeformationOutput:
 
 
 class RegionDeformation(nn.Module):
-    def __init__(self, config: DeformationConfig):
+    def __init__(self, config: DeformationConfig, box_min=None, box_max=None):
         super().__init__()
         self.config = config
-        pe = 3 + 6 * config.posenc_frequencies
+        self.position = PositionEncoder(config, box_min, box_max)
+        pe = self.position.output_dim
         s = config.signal_dim
         self.lip_proj = nn.Linear(config.lip_dim, s)
         self.eye_proj = nn.Linear(config.eye_dim, s)
@@ -117,8 +160,7 @@ class RegionDeformation(nn.Module):
         per point, or a single row for a batch from one frame (projected once, then broadcast).
         `identity`: the identity's parts, for a multi-identity net only."""
         _check_identity(self.config, identity)
-        f = self.config.posenc_frequencies
-        enc = positional_encoding(x, f)
+        enc = self.position(x)
         att = torch.sigmoid(self.face_attention(enc))
         a_lip, a_eye = att[:, 0], att[:, 1]
         lip_in = a_lip[:, None] * self.lip_proj(lip)  # [M,s] (broadcast from [1,s] when shared)
@@ -131,7 +173,7 @@ class RegionDeformation(nn.Module):
             hidden = _identity_layer(hidden, identity)
         dx_face = self.face_out(torch.relu(hidden))
         x1 = x + dx_face
-        enc1 = positional_encoding(x1, f)
+        enc1 = self.position(x1)
         a_torso = torch.sigmoid(self.torso_attention(enc1))[:, 0]
         pose_in = self.pose_proj(pose).expand(x.shape[0], -1)
         dx_torso = a_torso[:, None] * self.torso_net(torch.cat([enc1, pose_in, hidden], -1))
@@ -140,10 +182,11 @@ class RegionDeformation(nn.Module):
 
 
 class GlobalDeformation(nn.Module):
-    def __init__(self, config: DeformationConfig):
+    def __init__(self, config: DeformationConfig, box_min=None, box_max=None):
         super().__init__()
         self.config = config
-        pe = 3 + 6 * config.posenc_frequencies
+        self.position = PositionEncoder(config, box_min, box_max)
+        pe = self.position.output_dim
         s = config.signal_dim
         self.signal_proj = nn.Linear(config.lip_dim + config.eye_dim + config.pose_dim + config.identity_dim, 3 * s)
         self.net = mlp(pe + 3 * s, config.hidden, 3, layers=3, zero_last=True)
@@ -151,7 +194,7 @@ class GlobalDeformation(nn.Module):
     def forward(self, x: torch.Tensor, lip: torch.Tensor, eye: torch.Tensor, pose: torch.Tensor,
                 identity: DeformationIdentity | None = None) -> DeformationOutput:
         _check_identity(self.config, identity)
-        enc = positional_encoding(x, self.config.posenc_frequencies)
+        enc = self.position(x)
         inputs = [lip, eye, pose] if identity is None else [lip, eye, pose, identity.code.to(lip.dtype)]
         signals = self.signal_proj(torch.cat(inputs, -1)).expand(x.shape[0], -1)
         if identity is None:
@@ -161,9 +204,10 @@ class GlobalDeformation(nn.Module):
         return DeformationOutput(x + dx, {}, dx)
 
 
-def build_deformation(config: DeformationConfig) -> nn.Module:
+def build_deformation(config: DeformationConfig, box_min=(-1.0, -1.0, -1.0), box_max=(1.0, 1.0, 1.0)) -> nn.Module:
+    """`box_min`/`box_max`: the field's box (metres), where a "grid" position encoding lives."""
     if config.kind == "region":
-        return RegionDeformation(config)
+        return RegionDeformation(config, box_min, box_max)
     if config.kind == "global":
-        return GlobalDeformation(config)
+        return GlobalDeformation(config, box_min, box_max)
     raise ValueError(f"deformation must be 'region' or 'global', not {config.kind!r}")

@@ -127,7 +127,7 @@ class TalkingHead(nn.Module):
         `with_identity` is False, as in multi-identity pretraining) one identity's parts."""
         super().__init__()
         self.config = config
-        self.deformation = build_deformation(config.deformation)
+        self.deformation = build_deformation(config.deformation, config.field.box_min, config.field.box_max)
         self.canonical = CanonicalField(config.field)
         # what evaluates sample points (deformation and canonical field): `evaluate_points` itself,
         # or a compiled wrapper of it (lokitalk.train.accelerate); a plain attribute, so it adds
@@ -139,6 +139,12 @@ class TalkingHead(nn.Module):
             self.hyper = Hypernetwork(config)
             if with_identity:
                 self.identity = IdentityParts(config)
+
+    def grid_parameters(self) -> list[nn.Parameter]:
+        """The feature grids' values (trained at the grid learning rate, the rest at the nets')."""
+        params = list(self.canonical.encoding.parameters())
+        position_grid = getattr(self.deformation.position, "grid", None)
+        return params + ([] if position_grid is None else list(position_grid.parameters()))
 
     def _identity(self, identity: "ResolvedIdentity | None") -> "ResolvedIdentity | None":
         if self.config.identity is None:

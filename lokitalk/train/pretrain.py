@@ -176,7 +176,7 @@ def _pretrain(info: DistInfo, avatar_dirs, out: Path, config: PretrainConfig, re
     shared = PriorNet(model_cfg).to(dev)
     accel = resolve(dev, train_cfg.amp, train_cfg.compile)
     accelerate_model(shared.head, accel)
-    grid_params = list(shared.head.canonical.encoding.parameters())
+    grid_params = shared.head.grid_parameters()
     grid_ids = {id(p) for p in grid_params}
     optimizer = torch.optim.Adam([{"params": grid_params, "lr": train_cfg.lr_grid},
                                   {"params": [p for p in shared.parameters() if id(p) not in grid_ids],

@@ -63,7 +63,7 @@ def choose_device(requested: str) -> torch.device:
 
 def _parameter_groups(model: TalkingHead, config: TrainConfig) -> list[dict]:
     """[shared grid, shared nets] and, for a model with an identity, [its offset grid, its codes]."""
-    grid_params = list(model.canonical.encoding.parameters())
+    grid_params = model.grid_parameters()
     identity = getattr(model, "identity", None)
     own = [] if identity is None else list(identity.parameters())
     own_grid = [] if identity is None else list(identity.offset.parameters())

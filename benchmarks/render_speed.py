@@ -1,0 +1,116 @@
+"""Render speed of a trained model under the renderer's speed settings, and what they change.
+
+    python benchmarks/render_speed.py MODEL_DIR [--sizes native,512] [--frames 20] [--compile auto]
+        [--device auto]
+
+Settings, each timed warm on the same test frames (median of `--frames`):
+- `plain`: every occupied sample evaluated, eager;
+- `terminated`: early ray termination at the render default (rays stop once 0.1 % of the light
+  gets through);
+- `compiled`: termination plus torch.compile of the per-sample path (deformation and field);
+  `--compile auto` does this on CUDA only (on the CPU a compile takes ~30 s per model).
+For each it prints frames per second, field evaluations per ray and the largest pixel difference
+from `plain` (in grey levels, 0-255) on the timed frames.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lokitalk.data.avatar import load_avatar, resize_image
+from lokitalk.render.frames import frame_conditioning, render_frame
+from lokitalk.render.loading import load_trained
+from lokitalk.train.accelerate import accelerate_model
+from lokitalk.train.trainer import choose_device
+
+
+def timed_frames(trained, avatar, config, size: int | None, frames: int) -> tuple[np.ndarray, list[float]]:
+    scale = trained.image_scale if size is None else size / avatar.camera.width
+    background = resize_image(avatar.background(), avatar.camera.scaled(scale))
+    indices = [int(avatar.split.test[i % len(avatar.split.test)]) for i in range(frames + 2)]
+    images, times = [], []
+    with trained.acceleration.autocast(trained.device):
+        for k, index in enumerate(indices):
+            if trained.device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            image = render_frame(trained.model, avatar, frame_conditioning(avatar, index), trained.grid, config,
+                                 background, scale=scale)
+            if trained.device.type == "cuda":
+                torch.cuda.synchronize()
+            if k >= 2:  # two warm-up frames (allocator, compilation)
+                times.append(time.perf_counter() - start)
+                images.append(image)
+    return np.stack(images), times
+
+
+def evaluations_per_ray(trained, avatar, config, size: int | None) -> float:
+    """Field evaluations per ray on the first test frame, counted by wrapping the field."""
+    from lokitalk.render import frames as frames_module
+
+    counted = []
+    original = frames_module.render_rays
+
+    def counting(*args, **kwargs):
+        out = original(*args, **kwargs)
+        counted.append((out.evaluated, len(args[1])))
+        return out
+
+    frames_module.render_rays = counting
+    try:
+        scale = trained.image_scale if size is None else size / avatar.camera.width
+        background = resize_image(avatar.background(), avatar.camera.scaled(scale))
+        with trained.acceleration.autocast(trained.device):
+            render_frame(trained.model, avatar, frame_conditioning(avatar, int(avatar.split.test[0])), trained.grid,
+                         config, background, scale=scale)
+    finally:
+        frames_module.render_rays = original
+    return sum(e for e, _ in counted) / sum(r for _, r in counted)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model_dir", type=Path)
+    parser.add_argument("--sizes", default="native,512")
+    parser.add_argument("--frames", type=int, default=20)
+    parser.add_argument("--compile", choices=["auto", "on", "off"], default="auto")
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+    device = choose_device(args.device)
+    trained = load_trained(args.model_dir, device)
+    avatar = load_avatar(trained.avatar_dir)
+    compile_too = args.compile == "on" or (args.compile == "auto" and device.type == "cuda")
+    print(json.dumps({"model": str(args.model_dir), "device": str(device), "torch": torch.__version__,
+                      "gpu": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor(),
+                      "threads": torch.get_num_threads(), "kind": trained.model.config.deformation.kind}), flush=True)
+    base = trained.render_config
+    settings = [("plain", replace(base, termination=0.0), False), ("terminated", base, False)]
+    if compile_too:
+        settings.append(("compiled", base, True))
+    for size_name in args.sizes.split(","):
+        size = None if size_name == "native" else int(size_name)
+        reference = None
+        for name, config, compiled in settings:
+            accelerate_model(trained.model, replace(trained.acceleration, compile=compiled))
+            images, times = timed_frames(trained, avatar, config, size, args.frames)
+            reference = images if reference is None else reference
+            median = float(np.median(times))
+            print(json.dumps({"size": size_name, "setting": name, "fps": round(1 / median, 2),
+                              "median_ms": round(median * 1000, 1),
+                              "evaluations_per_ray": round(evaluations_per_ray(trained, avatar, config, size), 2),
+                              "max_pixel_diff": int(np.abs(images.astype(int) - reference).max()),
+                              "mean_pixel_diff": round(float(np.abs(images.astype(int) - reference).mean()), 4),
+                              "compile_fallback": getattr(trained.model.point_runner, "fallback_reason", None)}),
+                  flush=True)
+
+
+if __name__ == "__main__":
+    main()
