@@ -7,15 +7,18 @@ Settings, each timed warm on the same test frames (median of `--frames`):
 - `plain`: every occupied sample evaluated, eager;
 - `terminated`: early ray termination at the render default (rays stop once 0.1 % of the light
   gets through);
+- `tightened`: termination, and the occupancy grid tightened to cells above `--occupancy-threshold`
+  (1/m; training keeps cells above 0.25) plus one cell of margin;
 - `compiled`: termination plus torch.compile of the per-sample path (deformation and field);
   `--compile auto` does this on CUDA only (on the CPU a compile takes ~30 s per model).
 For each it prints frames per second, field evaluations per ray and the largest pixel difference
-from `plain` (in grey levels, 0-255) on the timed frames.
+from `plain` (in grey levels, 0-255) on the timed frames, and the PSNR against the real frames.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import platform
 import time
@@ -26,13 +29,14 @@ import numpy as np
 import torch
 
 from lokitalk.data.avatar import load_avatar, resize_image
+from lokitalk.evaluate import metrics
 from lokitalk.render.frames import frame_conditioning, render_frame
 from lokitalk.render.loading import load_trained
 from lokitalk.train.accelerate import accelerate_model
 from lokitalk.train.trainer import choose_device
 
 
-def timed_frames(trained, avatar, config, size: int | None, frames: int) -> tuple[np.ndarray, list[float]]:
+def timed_frames(trained, avatar, config, size: int | None, frames: int, grid) -> tuple[np.ndarray, list[float]]:
     scale = trained.image_scale if size is None else size / avatar.camera.width
     background = resize_image(avatar.background(), avatar.camera.scaled(scale))
     indices = [int(avatar.split.test[i % len(avatar.split.test)]) for i in range(frames + 2)]
@@ -42,7 +46,7 @@ def timed_frames(trained, avatar, config, size: int | None, frames: int) -> tupl
             if trained.device.type == "cuda":
                 torch.cuda.synchronize()
             start = time.perf_counter()
-            image = render_frame(trained.model, avatar, frame_conditioning(avatar, index), trained.grid, config,
+            image = render_frame(trained.model, avatar, frame_conditioning(avatar, index), grid, config,
                                  background, scale=scale)
             if trained.device.type == "cuda":
                 torch.cuda.synchronize()
@@ -52,7 +56,7 @@ def timed_frames(trained, avatar, config, size: int | None, frames: int) -> tupl
     return np.stack(images), times
 
 
-def evaluations_per_ray(trained, avatar, config, size: int | None) -> float:
+def evaluations_per_ray(trained, avatar, config, size: int | None, grid) -> float:
     """Field evaluations per ray on the first test frame, counted by wrapping the field."""
     from lokitalk.render import frames as frames_module
 
@@ -69,7 +73,7 @@ def evaluations_per_ray(trained, avatar, config, size: int | None) -> float:
         scale = trained.image_scale if size is None else size / avatar.camera.width
         background = resize_image(avatar.background(), avatar.camera.scaled(scale))
         with trained.acceleration.autocast(trained.device):
-            render_frame(trained.model, avatar, frame_conditioning(avatar, int(avatar.split.test[0])), trained.grid,
+            render_frame(trained.model, avatar, frame_conditioning(avatar, int(avatar.split.test[0])), grid,
                          config, background, scale=scale)
     finally:
         frames_module.render_rays = original
@@ -83,6 +87,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=20)
     parser.add_argument("--compile", choices=["auto", "on", "off"], default="auto")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--occupancy-threshold", type=float, default=4.0)
     args = parser.parse_args()
     device = choose_device(args.device)
     trained = load_trained(args.model_dir, device)
@@ -92,20 +97,28 @@ def main() -> None:
                       "gpu": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor(),
                       "threads": torch.get_num_threads(), "kind": trained.model.config.deformation.kind}), flush=True)
     base = trained.render_config
-    settings = [("plain", replace(base, termination=0.0), False), ("terminated", base, False)]
+    tight = copy.deepcopy(trained.grid)
+    tight.tighten(args.occupancy_threshold)
+    settings = [("plain", replace(base, termination=0.0), False, trained.grid),
+                ("terminated", base, False, trained.grid), ("tightened", base, False, tight)]
     if compile_too:
-        settings.append(("compiled", base, True))
+        settings.append(("compiled", base, True, trained.grid))
     for size_name in args.sizes.split(","):
         size = None if size_name == "native" else int(size_name)
         reference = None
-        for name, config, compiled in settings:
+        scale = trained.image_scale if size is None else size / avatar.camera.width
+        count = len(avatar.split.test)
+        real = np.stack([resize_image(avatar.frame(int(avatar.split.test[i % count])), avatar.camera.scaled(scale))
+                         for i in range(2, args.frames + 2)])
+        for name, config, compiled, grid in settings:
             accelerate_model(trained.model, replace(trained.acceleration, compile=compiled))
-            images, times = timed_frames(trained, avatar, config, size, args.frames)
+            images, times = timed_frames(trained, avatar, config, size, args.frames, grid)
             reference = images if reference is None else reference
             median = float(np.median(times))
             print(json.dumps({"size": size_name, "setting": name, "fps": round(1 / median, 2),
                               "median_ms": round(median * 1000, 1),
-                              "evaluations_per_ray": round(evaluations_per_ray(trained, avatar, config, size), 2),
+                              "evaluations_per_ray": round(evaluations_per_ray(trained, avatar, config, size, grid), 2),
+                              "psnr": round(float(np.mean([metrics.psnr(a, b) for a, b in zip(images, real)])), 3),
                               "max_pixel_diff": int(np.abs(images.astype(int) - reference).max()),
                               "mean_pixel_diff": round(float(np.abs(images.astype(int) - reference).mean()), 4),
                               "compile_fallback": getattr(trained.model.point_runner, "fallback_reason", None)}),

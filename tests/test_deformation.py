@@ -79,6 +79,31 @@ def test_region_ties_the_lip_signal_to_where_its_attention_is():
     assert eye.grad.abs().sum() > 0
 
 
+def test_a_separate_eye_branch_keeps_the_eye_ratio_out_of_the_lip_trunk():
+    torch.manual_seed(3)
+    deform = build_deformation(DeformationConfig(kind="region", separate_eyes=True))
+    perturb_outputs(deform)
+    x, lip, eye, pose = inputs()
+    fresh = build_deformation(DeformationConfig(kind="region", separate_eyes=True))
+    torch.testing.assert_close(fresh(x, lip, eye, pose).canonical, x)  # starts as the identity too
+    # the eye ratio acts only through the eye branch: shut the eye attention and it moves nothing,
+    # while the lip feature still does
+    with torch.no_grad():
+        deform.face_attention[-1].bias[1] = -1e4
+    eye = eye.clone().requires_grad_(True)
+    deform(x, lip, eye, pose).canonical.sum().backward()
+    assert eye.grad.abs().max() == 0
+    assert lip_influence(deform, x, lip, eye.detach(), pose).min() > 0
+    # and with the eye attention open, the lip trunk's output does not depend on the eye ratio
+    with torch.no_grad():
+        deform.face_attention[-1].bias[1] = 0.0
+        deform.eye_net[-1].weight.zero_()
+        deform.eye_net[-1].bias.zero_()
+    a = deform(x, lip, eye.detach(), pose).canonical
+    b = deform(x, lip, eye.detach() + 0.2, pose).canonical
+    torch.testing.assert_close(a, b)
+
+
 def test_global_deformation_lets_every_signal_move_every_point():
     torch.manual_seed(2)
     deform = build_deformation(DeformationConfig(kind="global"))

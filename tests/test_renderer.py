@@ -137,3 +137,23 @@ def test_box_sampling_equals_the_reference_and_rays_that_miss_cost_nothing():
     fine = render_rays(blob_field, origins, directions, background, RenderConfig(512, 0.1, 1.2))
     coarse = render_rays(blob_field, origins, directions, background, RenderConfig(24, 0.1, 1.2))
     assert (out.rgb - fine.rgb).abs().mean() < 0.6 * (coarse.rgb - fine.rgb).abs().mean()
+
+
+def test_tightening_the_grid_only_removes_faint_cells():
+    grid = OccupancyGrid([-0.5] * 3, [0.5] * 3, resolution=16, decay=0.0, threshold=1e-6)
+    grid.update(lambda p: blob_field(p, None)[0], generator=torch.Generator().manual_seed(0))
+    before = grid.occupied.clone()
+    unchanged = OccupancyGrid([-0.5] * 3, [0.5] * 3, resolution=16)
+    unchanged.load_state_dict(grid.state_dict())
+    assert unchanged.tighten(1e-6) == float(before.float().mean())  # at the training threshold: nothing changes
+    grid.tighten(20.0, margin=0)
+    assert torch.equal(grid.occupied, before & (grid.density > 20.0))
+    assert 0 < grid.occupied.sum() < before.sum()
+    # the blob's dense core still renders as before for rays through the centre
+    origins = torch.tensor([[0.0, 0.0, -0.6]])
+    directions = torch.tensor([[0.0, 0.0, 1.0]])
+    config = RenderConfig(64, 0.2, 1.0)
+    full = render_rays(blob_field, origins, directions, torch.zeros(3), config, unchanged)
+    tight = render_rays(blob_field, origins, directions, torch.zeros(3), config, grid)
+    assert tight.evaluated < full.evaluated
+    assert float((tight.rgb - full.rgb).abs().max()) < 0.05

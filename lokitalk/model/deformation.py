@@ -11,6 +11,11 @@ Region-specific (LokiTalk), two cascaded stages:
   the camera, so the head stays rigid in the head frame while the neck and torso, which do not
   turn with the head, are moved back by this stage.
 
+With `separate_eyes` the eyes get their own branch of stage 1: dx_eye = a_eye(x) *
+e(posenc(x), a_eye(x) * eye), added to the lip trunk's dx_face, which then sees the lip feature
+only. Sharing one trunk, the two signals compete for the same hidden units: aiming training
+rays at the eyes then weakened how the lips follow their signal (docs/RESULTS.md, "Eye rays").
+
 Global (the ER-NeRF-like baseline, `--deformation global`): one network conditioned on all
 signals at once, dx = f(posenc(x), lip, eye, pose), no region ties. Same width and depth, so
 a comparison at the same step budget measures the region ties, not capacity.
@@ -51,6 +56,7 @@ class DeformationConfig:
     signal_dim: int = 32  # each signal is projected to this width before it enters the MLP
     identity_dim: int = 0  # > 0: per-identity dynamic feature and generated layer (multi-identity prior)
     position_encoding: str = "frequency"  # "frequency" or "grid" (see the module docstring)
+    separate_eyes: bool = False  # region model: the eye ratio drives its own branch, not the lip trunk
     grid_levels: int = 4  # "grid": tri-plane levels, from grid_base_resolution to grid_max_resolution
     grid_base_resolution: int = 16
     grid_max_resolution: int = 64
@@ -147,8 +153,11 @@ class RegionDeformation(nn.Module):
         ident = s if config.identity_dim else 0
         if config.identity_dim:
             self.identity_proj = nn.Linear(config.identity_dim, s)
-        self.face_trunk = mlp(pe + 2 * s + ident, config.hidden, config.hidden, layers=1)
+        eye_in_trunk = 0 if config.separate_eyes else s
+        self.face_trunk = mlp(pe + s + eye_in_trunk + ident, config.hidden, config.hidden, layers=1)
         self.face_out = nn.Linear(config.hidden, 3)
+        if config.separate_eyes:
+            self.eye_net = mlp(pe + s, config.hidden, 3, layers=1, zero_last=True)
         self.torso_attention = mlp(pe, config.hidden, 1, layers=1)
         self.torso_net = mlp(pe + s + config.hidden, config.hidden, 3, layers=2, zero_last=True)
         nn.init.zeros_(self.face_out.weight)
@@ -165,13 +174,15 @@ class RegionDeformation(nn.Module):
         a_lip, a_eye = att[:, 0], att[:, 1]
         lip_in = a_lip[:, None] * self.lip_proj(lip)  # [M,s] (broadcast from [1,s] when shared)
         eye_in = a_eye[:, None] * self.eye_proj(eye)
-        parts = [enc, lip_in, eye_in]
+        parts = [enc, lip_in] if self.config.separate_eyes else [enc, lip_in, eye_in]
         if identity is not None:
             parts.append(self.identity_proj(identity.code.to(x.dtype)).expand(x.shape[0], -1))
         hidden = self.face_trunk(torch.cat(parts, -1))
         if identity is not None:
             hidden = _identity_layer(hidden, identity)
         dx_face = self.face_out(torch.relu(hidden))
+        if self.config.separate_eyes:
+            dx_face = dx_face + a_eye[:, None] * self.eye_net(torch.cat([enc, eye_in], -1))
         x1 = x + dx_face
         enc1 = self.position(x1)
         a_torso = torch.sigmoid(self.torso_attention(enc1))[:, 0]
