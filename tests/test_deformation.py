@@ -104,6 +104,25 @@ def test_a_separate_eye_branch_keeps_the_eye_ratio_out_of_the_lip_trunk():
     torch.testing.assert_close(a, b)
 
 
+def test_silu_deformation_keeps_a_learning_signal_where_relu_units_are_dead():
+    for activation, alive in (("relu", False), ("silu", True)):
+        torch.manual_seed(4)
+        fresh = build_deformation(DeformationConfig(kind="region", activation=activation))
+        x, lip, eye, pose = inputs()
+        torch.testing.assert_close(fresh(x, lip, eye, pose).canonical, x)  # identity at the start either way
+        deform = build_deformation(DeformationConfig(kind="region", activation=activation))
+        perturb_outputs(deform)
+        with torch.no_grad():  # every unit of the lip trunk's output negative: "dead" for a ReLU
+            deform.face_trunk[-1].weight.mul_(0.01)
+            deform.face_trunk[-1].bias.fill_(-2.0)
+            deform.torso_attention[-1].bias.fill_(-1e4)  # the torso stage off: only the face path counts
+        lip_grad = lip.clone().requires_grad_(True)
+        deform(x, lip_grad, eye, pose).canonical.sum().backward()
+        trunk_grad = deform.face_trunk[-1].weight.grad.abs().sum()
+        assert (lip_grad.grad.abs().sum() > 0) == alive
+        assert (trunk_grad > 0) == alive  # a ReLU trunk gets no gradient to climb back with
+
+
 def test_global_deformation_lets_every_signal_move_every_point():
     torch.manual_seed(2)
     deform = build_deformation(DeformationConfig(kind="global"))

@@ -57,6 +57,7 @@ class DeformationConfig:
     identity_dim: int = 0  # > 0: per-identity dynamic feature and generated layer (multi-identity prior)
     position_encoding: str = "frequency"  # "frequency" or "grid" (see the module docstring)
     separate_eyes: bool = False  # region model: the eye ratio drives its own branch, not the lip trunk
+    activation: str = "relu"  # "relu" or "silu" (never zero-gradient: see ACTIVATIONS)
     grid_levels: int = 4  # "grid": tri-plane levels, from grid_base_resolution to grid_max_resolution
     grid_base_resolution: int = 16
     grid_max_resolution: int = 64
@@ -76,8 +77,21 @@ class DeformationIdentity(NamedTuple):
     bias: torch.Tensor  # [hidden]
 
 
-def _identity_layer(hidden: torch.Tensor, identity: DeformationIdentity) -> torch.Tensor:
-    return hidden + F.linear(torch.relu(hidden), identity.weight.to(hidden.dtype), identity.bias.to(hidden.dtype))
+# The deformation nets' nonlinearity. With ReLU a unit that is negative over the mouth passes
+# neither the lip signal nor a gradient there, and cannot recover: some tiny runs ended with
+# every lip-carrying unit dead at the mouth, lips frozen whatever the signal (docs/RESULTS.md).
+# SiLU keeps a gradient for negative inputs.
+ACTIVATIONS = {"relu": F.relu, "silu": F.silu}
+
+
+def activation_of(config: DeformationConfig):
+    if config.activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, not {config.activation!r}")
+    return ACTIVATIONS[config.activation]
+
+
+def _identity_layer(hidden: torch.Tensor, identity: DeformationIdentity, act=F.relu) -> torch.Tensor:
+    return hidden + F.linear(act(hidden), identity.weight.to(hidden.dtype), identity.bias.to(hidden.dtype))
 
 
 def _check_identity(config: DeformationConfig, identity: DeformationIdentity | None) -> None:
@@ -92,11 +106,12 @@ def positional_encoding(x: torch.Tensor, frequencies: int) -> torch.Tensor:
     return torch.cat([x, torch.sin(angles).flatten(1), torch.cos(angles).flatten(1)], dim=-1)
 
 
-def mlp(in_dim: int, hidden: int, out_dim: int, layers: int = 2, zero_last: bool = False) -> nn.Sequential:
+def mlp(in_dim: int, hidden: int, out_dim: int, layers: int = 2, zero_last: bool = False,
+        activation: str = "relu") -> nn.Sequential:
     mods: list[nn.Module] = []
     dim = in_dim
     for _ in range(layers):
-        mods += [nn.Linear(dim, hidden), nn.ReLU(inplace=True)]
+        mods += [nn.Linear(dim, hidden), nn.SiLU() if activation == "silu" else nn.ReLU(inplace=True)]
         dim = hidden
     last = nn.Linear(dim, out_dim)
     if zero_last:
@@ -149,17 +164,19 @@ class RegionDeformation(nn.Module):
         self.lip_proj = nn.Linear(config.lip_dim, s)
         self.eye_proj = nn.Linear(config.eye_dim, s)
         self.pose_proj = nn.Linear(config.pose_dim, s)
-        self.face_attention = mlp(pe, config.hidden, 2, layers=1)  # -> (lip, eye) logits
+        self.act = activation_of(config)
+        act = config.activation
+        self.face_attention = mlp(pe, config.hidden, 2, layers=1, activation=act)  # -> (lip, eye) logits
         ident = s if config.identity_dim else 0
         if config.identity_dim:
             self.identity_proj = nn.Linear(config.identity_dim, s)
         eye_in_trunk = 0 if config.separate_eyes else s
-        self.face_trunk = mlp(pe + s + eye_in_trunk + ident, config.hidden, config.hidden, layers=1)
+        self.face_trunk = mlp(pe + s + eye_in_trunk + ident, config.hidden, config.hidden, layers=1, activation=act)
         self.face_out = nn.Linear(config.hidden, 3)
         if config.separate_eyes:
-            self.eye_net = mlp(pe + s, config.hidden, 3, layers=1, zero_last=True)
-        self.torso_attention = mlp(pe, config.hidden, 1, layers=1)
-        self.torso_net = mlp(pe + s + config.hidden, config.hidden, 3, layers=2, zero_last=True)
+            self.eye_net = mlp(pe + s, config.hidden, 3, layers=1, zero_last=True, activation=act)
+        self.torso_attention = mlp(pe, config.hidden, 1, layers=1, activation=act)
+        self.torso_net = mlp(pe + s + config.hidden, config.hidden, 3, layers=2, zero_last=True, activation=act)
         nn.init.zeros_(self.face_out.weight)
         nn.init.zeros_(self.face_out.bias)
 
@@ -179,8 +196,8 @@ class RegionDeformation(nn.Module):
             parts.append(self.identity_proj(identity.code.to(x.dtype)).expand(x.shape[0], -1))
         hidden = self.face_trunk(torch.cat(parts, -1))
         if identity is not None:
-            hidden = _identity_layer(hidden, identity)
-        dx_face = self.face_out(torch.relu(hidden))
+            hidden = _identity_layer(hidden, identity, self.act)
+        dx_face = self.face_out(self.act(hidden))
         if self.config.separate_eyes:
             dx_face = dx_face + a_eye[:, None] * self.eye_net(torch.cat([enc, eye_in], -1))
         x1 = x + dx_face
@@ -200,7 +217,8 @@ class GlobalDeformation(nn.Module):
         pe = self.position.output_dim
         s = config.signal_dim
         self.signal_proj = nn.Linear(config.lip_dim + config.eye_dim + config.pose_dim + config.identity_dim, 3 * s)
-        self.net = mlp(pe + 3 * s, config.hidden, 3, layers=3, zero_last=True)
+        self.act = activation_of(config)
+        self.net = mlp(pe + 3 * s, config.hidden, 3, layers=3, zero_last=True, activation=config.activation)
 
     def forward(self, x: torch.Tensor, lip: torch.Tensor, eye: torch.Tensor, pose: torch.Tensor,
                 identity: DeformationIdentity | None = None) -> DeformationOutput:
@@ -211,7 +229,7 @@ class GlobalDeformation(nn.Module):
         if identity is None:
             dx = self.net(torch.cat([enc, signals], -1))
         else:  # the generated layer after the first hidden layer
-            dx = self.net[2:](_identity_layer(self.net[:2](torch.cat([enc, signals], -1)), identity))
+            dx = self.net[2:](_identity_layer(self.net[:2](torch.cat([enc, signals], -1)), identity, self.act))
         return DeformationOutput(x + dx, {}, dx)
 
 
