@@ -14,7 +14,8 @@ OUT/<avatar>_results.json: training wall time, test PSNR / mouth PSNR / eye PSNR
 render FPS, and the field evaluations per rendered ray (what rendering costs). With `--motion`
 also how the face moves on the test frames: lip `amp`/`r` (benchmarks/lip_response.py: rendered
 mouth opening against the real one) and `blink_amp` (benchmarks/blink_response.py: the eyes
-commanded shut on test frames).
+commanded shut on test frames) and `lip_sensitivity` (the mouth's mean colour change when the lip
+feature moves by 2 training standard deviations: about 0 when the lip path is dead).
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ def samples_per_ray(model_dir: Path, avatar, device: str, frames: int = 3) -> fl
 def motion_response(model_dir: Path, avatar, device: str) -> dict:
     import numpy as np
     from blink_response import blink_response
-    from lip_response import opening_of
+    from lip_response import lip_sensitivity, opening_of
 
     saved = np.load(model_dir / "eval" / "test_frames.npz")
     camera = avatar.camera.scaled(load_trained(model_dir, device).image_scale)
@@ -105,7 +106,8 @@ def motion_response(model_dir: Path, avatar, device: str) -> dict:
     blink.pop("_renders")
     return {"lip_amp": round(float(np.std(rendered_opening[both]) / np.std(real_opening[both])), 3),
             "lip_r": round(float(np.corrcoef(rendered_opening[both], real_opening[both])[0, 1]), 3),
-            "blink_amp": blink["blink_amp"], "blink_closes": blink["closes_fraction"]}
+            "blink_amp": blink["blink_amp"], "blink_closes": blink["closes_fraction"],
+            "lip_sensitivity": round(lip_sensitivity(model_dir, avatar, device), 4)}
 
 
 def main() -> None:

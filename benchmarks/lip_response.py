@@ -41,6 +41,31 @@ def opening_of(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return opening, found
 
 
+def lip_sensitivity(model_dir: Path, avatar, device: str = "cpu", count: int = 5) -> float:
+    """Mean colour change (0-1) over the mouth pixels of `count` test frames when the lip feature
+    is moved by two training standard deviations: near 0 means the lip path is dead."""
+    import torch
+
+    from lokitalk.prepare.masks import Region
+    from lokitalk.render.frames import frame_conditioning, render_frame
+    from lokitalk.render.loading import load_trained
+
+    trained = load_trained(model_dir, device)
+    camera = avatar.camera.scaled(trained.image_scale)
+    background = resize_image(avatar.background(), camera)
+    spread = avatar.lip_feature[avatar.split.train].std(0)
+    test = avatar.split.test
+    changes = []
+    for index in test[np.linspace(0, len(test) - 1, count).round().astype(int)]:
+        cond = frame_conditioning(avatar, int(index))
+        moved = dict(cond, lip_feature=torch.from_numpy((avatar.lip_feature[index] + 2 * spread).astype(np.float32)))
+        a, b = (render_frame(trained.model, avatar, c, trained.grid, trained.render_config, background,
+                             scale=trained.image_scale).astype(float) for c in (cond, moved))
+        mouth = resize_image(avatar.labels(int(index)), camera, nearest=True) == Region.MOUTH
+        changes.append(np.abs(a - b)[mouth].mean() / 255.0)
+    return float(np.mean(changes))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("avatar", type=Path)
