@@ -44,21 +44,30 @@ class TrainConfig:
     train_seconds: float | None = None  # train on the first N s of the train split only (test frames unchanged)
 
 
+# SiLU in the deformation nets: with ReLU the lip path died in some runs (lips frozen whatever the
+# signal); SiLU keeps a gradient there (docs/RESULTS.md, "A dead lip path"). The dataclass
+# default stays ReLU, which is what model folders written before this choice were trained with.
+DEFORMATION_ACTIVATION = "silu"
+
+
 def preset(name: str, deformation: str = "region") -> TrainConfig:
     """The named preset with the chosen deformation kind."""
     if name == "tiny":
         grid = TriPlaneConfig(levels=6, features_per_level=2, base_resolution=16, max_resolution=128)
-        model = ModelConfig(FieldConfig(grid=grid, hidden=32), DeformationConfig(kind=deformation, hidden=32))
+        model = ModelConfig(FieldConfig(grid=grid, hidden=32),
+                            DeformationConfig(kind=deformation, hidden=32, activation=DEFORMATION_ACTIVATION))
         # half-size frames: a quarter of the pixels, so that a CPU test run takes minutes
         return TrainConfig(preset=name, model=model, steps=400, rays_per_batch=1024, samples_per_ray=24,
                            image_scale=0.5)
     if name == "fast":
         grid = TriPlaneConfig(levels=10, features_per_level=2, base_resolution=32, max_resolution=256)
-        model = ModelConfig(FieldConfig(grid=grid, hidden=64), DeformationConfig(kind=deformation, hidden=64))
+        model = ModelConfig(FieldConfig(grid=grid, hidden=64),
+                            DeformationConfig(kind=deformation, hidden=64, activation=DEFORMATION_ACTIVATION))
         return TrainConfig(preset=name, model=model, steps=3000, rays_per_batch=2048, samples_per_ray=32,
                            checkpoint_every=250, lpips_weight=0.05)
     if name == "full":
-        model = ModelConfig(FieldConfig(grid=TriPlaneConfig(), hidden=64), DeformationConfig(kind=deformation))
+        model = ModelConfig(FieldConfig(grid=TriPlaneConfig(), hidden=64),
+                            DeformationConfig(kind=deformation, activation=DEFORMATION_ACTIVATION))
         return TrainConfig(preset=name, model=model, steps=30000, rays_per_batch=8192, samples_per_ray=48,
                            checkpoint_every=1000, lpips_weight=0.05, occupancy_resolution=96)
     raise ValueError(f"preset must be tiny, fast or full, not {name!r}")
