@@ -288,6 +288,8 @@ def speak(
                                   "adaptation to this person's clip)."),
     no_blinks: bool = typer.Option(False, "--no-blinks", help="Eyes stay open."),
     seed: int = typer.Option(0, "--seed", help="Seed of blink times and head-motion segments."),
+    lip_gain: Optional[float] = typer.Option(None, "--lip-gain", help="Scale the lip motion by this (default: "
+                                             "the gain `calibrate-lips` measured for the model, else 1)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
     sign_cert: Optional[Path] = typer.Option(None, "--sign-cert", help=SIGN_CERT_HELP),
@@ -298,8 +300,23 @@ def speak(
     from .speak import speak as run_speak
 
     config = SpeakConfig(head_motion=head_motion, adapt=not no_adapt, blinks=not no_blinks, seed=seed,
-                         sign_cert=sign_cert, sign_key=sign_key)
+                         lip_gain=lip_gain, sign_cert=sign_cert, sign_key=sign_key)
     typer.echo(json.dumps(run_speak(model, audio, out, config, device=device, show_progress=not quiet)))
+
+
+@app.command("calibrate-lips")
+def calibrate_lips(
+    model: Path = typer.Argument(..., help="Model folder written by `lokitalk train`."),
+    frames: int = typer.Option(40, "--frames", help="Training frames rendered per candidate gain."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+) -> None:
+    """Measure how much the model damps lip motion on its training frames; `speak` then makes up for it."""
+    from .speak.lip_gain import LipGainConfig, calibrate_lip_gain
+    from .train.trainer import choose_device
+
+    if frames < 3:
+        raise LokiTalkError("--frames must be at least 3")
+    typer.echo(json.dumps(calibrate_lip_gain(model, LipGainConfig(frames=frames), str(choose_device(device)))))
 
 
 @app.command("import-nerf")

@@ -180,3 +180,49 @@ def test_own_clip_fallback_without_the_shipped_model(model, monkeypatch):
     driver = lip_driver(load_avatar(model / "avatar"), own_steps=30)
     assert driver.source == "own clip"
     assert np.isfinite(driver.shared_features(np.random.default_rng(0).normal(0, 0.1, SR).astype(np.float32), 25)).all()
+
+
+def test_choose_gain_prefers_the_smallest_gain_that_reaches_the_real_amplitude():
+    from lokitalk.speak.lip_gain import LipGainConfig, choose_gain
+
+    config = LipGainConfig(target=0.95, max_r_drop=0.05)
+    gains = (1.0, 1.5, 2.0)
+    assert choose_gain(gains, [0.6, 0.97, 1.2], [0.8, 0.79, 0.78], config) == 1.5  # first to reach 0.95
+    assert choose_gain(gains, [1.0, 1.3, 1.6], [0.8, 0.8, 0.8], config) == 1.0  # already there
+    assert choose_gain(gains, [0.5, 0.7, 0.9], [0.8, 0.77, 0.6], config) == 1.5  # 2.0 costs too much sync
+    assert choose_gain(gains, [0.5, 0.6, 0.7], [0.8, 0.81, 0.80], config) == 2.0  # never reached: the largest safe
+
+
+def test_speak_scales_the_lips_by_the_calibrated_gain(model, tmp_path, capsys):
+    import shutil
+
+    from lokitalk.data.avatar import load_avatar
+    from lokitalk.speak import SpeakConfig, speak
+    from lokitalk.speak.lip_gain import GAIN_FILE, scale_about, training_mean
+    from lokitalk.speak.lips import lip_driver, training_range
+    from lokitalk.synth import synth_speech
+
+    avatar = load_avatar(model / "avatar")
+    driver = lip_driver(avatar, adapt=False)
+    shared = driver.shared_features(synth_speech(2.0, SR, 5)[0], 50)
+    raw = avatar.lip_basis.encode(driver.mouth_points(shared))
+    mean = training_mean(avatar)
+    np.testing.assert_allclose(scale_about(raw, mean, 1.0), raw, atol=1e-5)
+    lo, hi = training_range(avatar)
+    np.testing.assert_allclose(driver.lip_features(shared, 1.5), np.clip(mean + 1.5 * (raw - mean), lo, hi), atol=1e-5)
+    # a model folder with a calibrated gain: speak uses it, and --lip-gain overrides it
+    copy = tmp_path / "model"
+    shutil.copytree(model / "model", copy)
+    (copy / GAIN_FILE).write_text(json.dumps({"gain": 1.5}))
+    audio = speech_file(tmp_path / "s.wav", 1.0)
+    assert speak(copy, audio, tmp_path / "a.mp4", SpeakConfig(), device="cpu", show_progress=False)["lip_gain"] == 1.5
+    assert speak(copy, audio, tmp_path / "b.mp4", SpeakConfig(lip_gain=1.0), device="cpu",
+                 show_progress=False)["lip_gain"] == 1.0
+    code, _, err = run_cli(["speak", copy, "--audio", audio, "--out", tmp_path / "c.mp4", "--lip-gain", "0"], capsys)
+    assert code not in (0, None) and "lip gain" in err and not (tmp_path / "c.mp4").exists()
+
+
+def test_calibrate_lips_on_a_model_without_a_recognisable_face_is_a_one_line_error(model, tmp_path, capsys):
+    code, _, err = run_cli(["calibrate-lips", model / "model", "--frames", "6", "--device", "cpu"], capsys)
+    assert code not in (0, None) and "no face" in err and len(err.strip().splitlines()) == 1
+    assert not (model / "model" / "lip_gain.json").exists()

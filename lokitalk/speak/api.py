@@ -29,6 +29,8 @@ def check_config(config: SpeakConfig) -> None:
         raise InputError(f"segment lengths must satisfy 0 < min <= max, not {config.segment_s}")
     if config.chunk_frames < 1:
         raise InputError("chunk_frames must be at least 1")
+    if config.lip_gain is not None and not 0 < config.lip_gain <= 4:
+        raise InputError(f"lip gain must be in (0, 4], not {config.lip_gain}")
 
 
 def speak(model_dir: Path, audio: Path, out: Path, config: SpeakConfig | None = None, device: str = "auto",
@@ -60,7 +62,10 @@ def speak(model_dir: Path, audio: Path, out: Path, config: SpeakConfig | None = 
         raise InputError(f"{avatar.root}: audio features at {avatar.audio_spec.sample_rate} Hz, speak reads "
                          f"{SAMPLE_RATE} Hz avatars")
     num_frames, speech = frames_for(speech, avatar.fps, SAMPLE_RATE)
-    drive = plan_drive(avatar, speech, num_frames, config, device="cpu")
+    from .lip_gain import load_lip_gain
+
+    lip_gain = load_lip_gain(model_dir) if config.lip_gain is None else float(config.lip_gain)
+    drive = plan_drive(avatar, speech, num_frames, config, device="cpu", lip_gain=lip_gain)
     planned = time.perf_counter()
 
     serial = next_serial(model_dir)
@@ -76,7 +81,7 @@ def speak(model_dir: Path, audio: Path, out: Path, config: SpeakConfig | None = 
         "duration_s": round(num_frames / avatar.fps, 3), "audio_s": round(len(speech) / SAMPLE_RATE, 3),
         "size": [camera.width, camera.height], "serial": serial, "c2pa": signed,
         "consent_id": (trained.meta.get("consent") or {}).get("consent_id"),
-        "head_motion": config.head_motion, "head_segments": len(drive.motion.segments),
+        "head_motion": config.head_motion, "head_segments": len(drive.motion.segments), "lip_gain": lip_gain,
         "blinks": len(drive.blinks),
         "blink_rate_per_min": round(60.0 * len(drive.blinks) / (num_frames / avatar.fps), 1),
         "lips": drive.lips.source, "amplitude_gain": round(float(drive.lips.style.gain), 3),

@@ -21,6 +21,7 @@ class SpeakConfig:
     adapt: bool = True  # per-identity adaptation of Audio2Motion on the avatar's own clip
     audio2motion: Path | None = None  # an Audio2Motion file; None = the shipped model
     blinks: bool = True  # synthesise blinks at the person's own rate (False: eyes stay open)
+    lip_gain: float | None = None  # None: the model's calibrated gain (lip_gain.json), 1.0 if none
     min_audio_s: float = 0.5
     chunk_frames: int = 500  # Audio2Motion chunk (bounded memory on long speech)
     seed: int = 0

@@ -43,8 +43,9 @@ class Drive:
 
 
 def plan_drive(avatar: Avatar, audio: np.ndarray, num_frames: int, config: SpeakConfig = SpeakConfig(),
-               device: str = "cpu", lips: LipDriver | None = None) -> Drive:
-    """Signals for `num_frames` frames of `audio` (16 kHz mono, already trimmed to them)."""
+               device: str = "cpu", lips: LipDriver | None = None, lip_gain: float = 1.0) -> Drive:
+    """Signals for `num_frames` frames of `audio` (16 kHz mono, already trimmed to them);
+    `lip_gain` scales the lip features about their training mean (lokitalk.speak.lip_gain)."""
     rng = np.random.default_rng(config.seed)
     lips = lips or lip_driver(avatar, config.adapt, config.audio2motion, device=device)
     shared = lips.shared_features(audio, num_frames, config.chunk_frames)
@@ -54,4 +55,4 @@ def plan_drive(avatar: Avatar, audio: np.ndarray, num_frames: int, config: Speak
         eyes, blinks = avatar.eye_ratio[frames].astype(np.float32), []
     else:
         eyes, blinks = blink_track(num_frames, avatar.fps, blink_style(avatar), rng, config.blinks)
-    return Drive(lips.lip_features(shared), eyes, motion, shared, predicted_opening(lips, shared), blinks, lips)
+    return Drive(lips.lip_features(shared, lip_gain), eyes, motion, shared, predicted_opening(lips, shared), blinks, lips)

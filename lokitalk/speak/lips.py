@@ -52,9 +52,14 @@ class LipDriver:
         """[N,40,3] this person's mouth in the head frame (metres)."""
         return decode_points(np.ascontiguousarray(shared), avatar_mouth(self.avatar), self.basis)
 
-    def lip_features(self, shared: np.ndarray) -> np.ndarray:
-        """[N,K] the avatar's own lip_feature, clamped to its training range (+ margin)."""
+    def lip_features(self, shared: np.ndarray, gain: float = 1.0) -> np.ndarray:
+        """[N,K] the avatar's own lip_feature, scaled by `gain` about the training mean (a model's
+        calibrated lip gain, lokitalk.speak.lip_gain), clamped to its training range (+ margin)."""
         feats = self.avatar.lip_basis.encode(self.mouth_points(shared))
+        if gain != 1.0:
+            from .lip_gain import scale_about, training_mean
+
+            feats = scale_about(feats, training_mean(self.avatar), gain)
         lo, hi = training_range(self.avatar)
         return np.clip(feats, lo, hi).astype(np.float32)
 
