@@ -48,7 +48,7 @@ def test_a_changed_setting_redoes_its_step_and_the_later_ones(tmp_path, fake_ste
     run_demo(tmp_path, DemoConfig(device="cpu", steps=100), quiet=True)
     fake_steps.clear()
     run_demo(tmp_path, DemoConfig(device="cpu", steps=200), quiet=True)
-    assert fake_steps == ["train", "speak", "evaluate", "check", "verify", "report"]
+    assert fake_steps == ["train", "calibrate", "speak", "evaluate", "check", "verify", "report"]
     fake_steps.clear()
     run_demo(tmp_path, DemoConfig(device="cpu", steps=200, sentence="Something else."), quiet=True)
     assert fake_steps == list(STEPS)

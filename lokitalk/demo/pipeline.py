@@ -4,14 +4,15 @@ Steps (each cached in OUT/steps/NAME.json; a re-run skips what is done and resum
 
 1. subject   the synthetic astronaut speaking a short script (offline TTS: eSpeak NG), its
              ground truth (pose, blinks, mouth) and a consent record (nobody real is shown);
-             plus a *different* sentence for step 4 and the subject's true mouth track for it
+             plus a *different* sentence for step 5 and the subject's true mouth track for it
 2. prepare   `lokitalk prepare` on the video
 3. train     `lokitalk train` (tiny preset by default; from a prior when one is given)
-4. speak     `lokitalk speak` of the new sentence -> OUT/spoken.mp4 (watermarked)
-5. evaluate  `lokitalk evaluate` on the held-out frames, beside the trivial baselines
-6. check     prepare against the ground truth; the spoken video's mouth against the true track
-7. verify    `lokitalk verify` of OUT/spoken.mp4
-8. report    OUT/report/index.html with the plots and frames; OUT/metrics.json
+4. calibrate `lokitalk calibrate-lips`: the model's lip gain, measured on its training frames
+5. speak     `lokitalk speak` of the new sentence -> OUT/spoken.mp4 (watermarked)
+6. evaluate  `lokitalk evaluate` on the held-out frames, beside the trivial baselines
+7. check     prepare against the ground truth; the spoken video's mouth against the true track
+8. verify    `lokitalk verify` of OUT/spoken.mp4
+9. report    OUT/report/index.html with the plots and frames; OUT/metrics.json
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ TRAINING_SCRIPT = (
 NEW_SENTENCE = "Good morning! Today we are flying over the ocean, and the view from up here is amazing."
 SUBJECT_NAME = "synthetic subject (public-domain NASA portrait, animated; speech by eSpeak NG)"
 
-STEPS = ("subject", "prepare", "train", "speak", "evaluate", "check", "verify", "report")
+STEPS = ("subject", "prepare", "train", "calibrate", "speak", "evaluate", "check", "verify", "report")
 
 
 CPU_STEPS = 4000  # ~2.5 min of training on an idle 2-core CPU, the whole demo ~3.5 min (docs/RESULTS.md)
@@ -67,6 +68,7 @@ _STEP_INPUTS = {
     "subject": ("size", "script", "sentence", "seed"),
     "prepare": (),
     "train": ("preset", "steps", "prior", "seed"),
+    "calibrate": (),
     "speak": ("seed",),
     "evaluate": ("eval_frames",),
     "check": (),
@@ -239,6 +241,20 @@ def _step_train(out: Path, config: DemoConfig, device: str, results: dict, show:
             "prior": None if config.prior is None else str(config.prior)}
 
 
+def _step_calibrate(out: Path, config: DemoConfig, device: str, results: dict, show: _Display) -> dict:
+    """The model's lip gain (lokitalk.speak.lip_gain), which speak then applies; skipped where
+    the face mesh is missing (e.g. a GPU box) or finds no face in a briefly trained model."""
+    from ..errors import InputError
+    from ..speak.lip_gain import GAIN_FILE, calibrate_lip_gain
+
+    (out / "model" / GAIN_FILE).unlink(missing_ok=True)
+    try:
+        with show.status("calibrating the lip gain on training frames"):
+            return calibrate_lip_gain(out / "model", device=device)
+    except (ImportError, InputError) as err:
+        return {"gain": 1.0, "skipped": str(err).splitlines()[0][:200]}
+
+
 def _step_speak(out: Path, config: DemoConfig, device: str, results: dict, show: _Display) -> dict:
     try:
         from ..speak import speak
@@ -328,13 +344,15 @@ def _step_report(out: Path, config: DemoConfig, device: str, results: dict, show
     return {"report": str(path)}
 
 
-_STEP_FUNCTIONS = {"subject": _step_subject, "prepare": _step_prepare, "train": _step_train, "speak": _step_speak,
+_STEP_FUNCTIONS = {"subject": _step_subject, "prepare": _step_prepare, "train": _step_train,
+                   "calibrate": _step_calibrate, "speak": _step_speak,
                    "evaluate": _step_evaluate, "check": _step_check, "verify": _step_verify,
                    "report": _step_report}
 _DESCRIPTIONS = {
     "subject": "make the synthetic talking subject (TTS speech, blinks, head motion) and its consent record",
     "prepare": "lokitalk prepare: landmarks, pose, signals, masks, background",
     "train": "lokitalk train: the region NeRF on the prepared frames",
+    "calibrate": "lokitalk calibrate-lips: how much the model damps lip motion (speak makes up for it)",
     "speak": "lokitalk speak: the trained model says a new sentence",
     "evaluate": "lokitalk evaluate: held-out frames vs baselines",
     "check": "ground truth: prepare's pose/blinks/mouth, the spoken mouth vs the true track",
