@@ -256,7 +256,8 @@ def write_report(out: Path, metrics: dict) -> Path:
         ("the subject itself saying it (r)", _fmt(r_vs_t.get("r")), "what a perfect model would score"),
         ("chance (truth shifted half a clip)", _fmt(chance.get("r")), ""),
         ("lokitalk speak", f"{spoken.get('frames', '–')} frames",
-         f"lips: {_fmt(spoken.get('lips'))}, blinks {_fmt(spoken.get('blinks'))}, "
+         f"lips: {_fmt(spoken.get('lips'))}, lip gain {_fmt(spoken.get('lip_gain'), 2)}, "
+         f"blinks {_fmt(spoken.get('blinks'))}, "
          f"{_fmt(spoken.get('render_fps'), 2)} frames/s on {_fmt(spoken.get('device'))}"),
     ]
     time_rows = [(name, _fmt(v.get("elapsed_s"), 1) + " s", "") for name, v in steps.items()]
