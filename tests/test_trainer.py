@@ -1,6 +1,7 @@
 """Training on a tiny synthetic avatar: it learns, and a killed run resumes the same trajectory."""
 
 import csv
+import json
 from dataclasses import replace
 
 import pytest
@@ -67,6 +68,29 @@ def test_global_deformation_trains_too(avatar, tmp_path):
     config = micro_config(20)
     config = replace(config, model=replace(config.model, deformation=replace(config.model.deformation, kind="global")))
     assert train(avatar, tmp_path / "global", config, device="cpu", show_progress=False)["finished"]
+
+
+def test_a_box_sampled_silu_model_learns_and_renders_as_it_was_trained(avatar, tmp_path):
+    from lokitalk.render.loading import RENDER_TERMINATION, load_trained
+
+    config = micro_config(60)
+    config = replace(config, box_sampling=True,
+                     model=replace(config.model, deformation=replace(config.model.deformation, activation="silu")))
+    assert train(avatar, tmp_path / "box", config, device="cpu", show_progress=False)["finished"]
+    losses = [loss for _, loss in read_log(tmp_path / "box" / "train_log.csv")]
+    assert sum(losses[-3:]) / 3 < 0.6 * sum(losses[:3]) / 3
+    trained = load_trained(tmp_path / "box")
+    assert trained.render_config.box_sampling and trained.render_config.termination == RENDER_TERMINATION
+    assert trained.model.config.deformation.activation == "silu"
+    # a model folder from before box sampling and SiLU (no such keys) renders with neither
+    plain = micro_config(20)
+    train(avatar, tmp_path / "old", plain, device="cpu", show_progress=False)
+    meta_path = tmp_path / "old" / "model.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["train"]["box_sampling"], meta["model"]["deformation"]["activation"]
+    meta_path.write_text(json.dumps(meta))
+    old = load_trained(tmp_path / "old")
+    assert not old.render_config.box_sampling and old.model.config.deformation.activation == "relu"
 
 
 def test_mixed_precision_trains_and_a_failing_compile_falls_back_to_eager(avatar, tmp_path, monkeypatch):
