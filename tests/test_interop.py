@@ -393,7 +393,9 @@ def test_import_of_a_dataset_lokitalk_did_not_write(synthetic, tmp_path):
     # poses: exactly what the file says, in the file's units (decimetres here)
     assert np.abs(imported.rotation - original.rotation).max() < 1e-5
     assert np.abs(imported.translation - 10.0 * original.translation).max() < 1e-5
-    assert imported.camera.focal_px == original.camera.focal_px and imported.camera.width == 160
+    # the camera as written (prepare's crop size itself can differ by a few px between runs: 158 or 160)
+    assert imported.camera.focal_px == original.camera.focal_px
+    assert imported.camera.width == original.camera.width
     # ... and they agree with our landmarks on these frames (scale does not change a projection)
     assert summary["reprojection_error_px"] < 2.0
     # regions: head/neck/torso/background as their parsing says, face/mouth/eyes from our landmarks

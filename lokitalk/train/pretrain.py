@@ -333,6 +333,10 @@ def _pretrain(info: DistInfo, avatar_dirs, out: Path, config: PretrainConfig, re
                                  "train": {k: v for k, v in train_cfg.__dict__.items() if k != "model"}}}
             save_prior(Prior(model_cfg, space, head, encoder, parts, meta), out / "prior")
             summary["prior"] = str(out / "prior")
+    # every rank waits here until the gather has completed everywhere: a rank that tore down its
+    # gloo group while the main rank was still receiving aborted now and then ("terminate called
+    # without an active exception", exit -6, seen once in a fresh-clone CI run)
+    barrier(info)
     return summary
 
 
