@@ -179,12 +179,12 @@ def render_rays(field: Field, origins: torch.Tensor, directions: torch.Tensor, b
         rays = rays[far > near]  # a ray that misses the box sees the background only
         far = torch.maximum(far, near)
         t = sample_distances(num_rays, config, device, generator, near, far)
-    deltas = _deltas(t, far)
     density = torch.zeros(num_rays, s, device=device, dtype=origins.dtype)
     rgb = torch.zeros(num_rays, s, 3, device=device, dtype=origins.dtype)
     extras: dict[str, torch.Tensor] = {}
     segments = max(1, min(config.segments, s)) if config.termination > 0 else 1
     bounds = [round(k * s / segments) for k in range(segments + 1)]
+    deltas = _deltas(t, far) if segments > 1 else None  # transmittance between blocks only
     optical_depth = torch.zeros(num_rays, device=device, dtype=origins.dtype)
     evaluated = 0
     for first, last in zip(bounds[:-1], bounds[1:]):

@@ -39,8 +39,9 @@ def scale_about(features: np.ndarray, mean: np.ndarray, gain: float) -> np.ndarr
 
 
 def training_mean(avatar) -> np.ndarray:
-    frames = np.asarray(avatar.split.train, int)
-    return avatar.lip_feature[frames[avatar.valid[frames]]].astype(np.float64).mean(0)
+    from .lips import valid_training_frames
+
+    return avatar.lip_feature[valid_training_frames(avatar)].astype(np.float64).mean(0)
 
 
 def _opening(points: np.ndarray) -> np.ndarray:
@@ -67,7 +68,7 @@ def calibrate_lip_gain(model_dir: Path, config: LipGainConfig = LipGainConfig(),
     from ..prepare.landmarks import track_landmarks
     from ..render.frames import frame_conditioning, render_frame
     from ..render.loading import load_trained
-    from .lips import training_range
+    from .lips import training_range, valid_training_frames
 
     if not config.gains or config.gains[0] != 1.0 or list(config.gains) != sorted(config.gains):
         raise InputError("lip gains must start at 1.0 and increase")
@@ -75,8 +76,7 @@ def calibrate_lip_gain(model_dir: Path, config: LipGainConfig = LipGainConfig(),
     avatar = load_avatar(trained.avatar_dir)
     camera = avatar.camera.scaled(trained.image_scale)
     background = resize_image(avatar.background(), camera)
-    train = np.asarray(avatar.split.train, int)
-    train = train[avatar.valid[train]]
+    train = valid_training_frames(avatar)
     frames = train[np.linspace(0, len(train) - 1, min(config.frames, len(train))).round().astype(int)]
     real = avatar.landmarks[frames].copy()
     real_opening = _opening(real)

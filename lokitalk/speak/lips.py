@@ -64,10 +64,14 @@ class LipDriver:
         return np.clip(feats, lo, hi).astype(np.float32)
 
 
-def training_range(avatar: Avatar) -> tuple[np.ndarray, np.ndarray]:
+def valid_training_frames(avatar: Avatar) -> np.ndarray:
+    """The train split's frames where the face was found."""
     frames = np.asarray(avatar.split.train, int)
-    frames = frames[avatar.valid[frames]]
-    feats = avatar.lip_feature[frames].astype(np.float64)
+    return frames[avatar.valid[frames]]
+
+
+def training_range(avatar: Avatar) -> tuple[np.ndarray, np.ndarray]:
+    feats = avatar.lip_feature[valid_training_frames(avatar)].astype(np.float64)
     lo, hi = feats.min(0), feats.max(0)
     pad = RANGE_MARGIN * (hi - lo)
     return lo - pad, hi + pad
