@@ -32,7 +32,6 @@ import torch
 
 from lokitalk.data.avatar import load_avatar, resize_image
 from lokitalk.evaluate.run import evaluate
-from lokitalk.render.frames import frame_conditioning
 from lokitalk.render.loading import load_trained
 from lokitalk.train.config import TrainConfig, preset
 from lokitalk.train.trainer import choose_device, train
@@ -69,26 +68,12 @@ def configured(config: TrainConfig, steps: int, overrides: dict) -> TrainConfig:
     return replace(config, model=model, steps=steps, **plain)
 
 
-def samples_per_ray(model_dir: Path, avatar, device: str, frames: int = 3) -> float:
-    """Field evaluations per ray over a few whole test frames, as rendering does them."""
-    from lokitalk.data.rays import frame_rays
-    from lokitalk.render.frames import render_batch
+def rendered_evaluations(model_dir: Path, avatar, device: str) -> float:
+    """Field evaluations per ray over the first 3 test frames, with the render defaults."""
+    from render_speed import evaluations_per_ray
 
     trained = load_trained(model_dir, device)
-    cam = avatar.camera.scaled(trained.image_scale)
-    background = torch.as_tensor(resize_image(avatar.background(), cam)).reshape(-1, 3).float() / 255
-    total = rays = 0
-    with torch.no_grad():
-        for index in avatar.split.test[:frames]:
-            cond = frame_conditioning(avatar, int(index))
-            origins, dirs = frame_rays(cond["rotation"], cond["translation"], cam.focal_px, cam.cx, cam.cy,
-                                       cam.width, cam.height, device)
-            out = render_batch(trained.model, dict(cond, origins=origins, directions=dirs,
-                                                   background=background.to(device)),
-                               trained.grid, trained.render_config)
-            total += out.evaluated
-            rays += len(origins)
-    return total / rays
+    return evaluations_per_ray(trained, avatar, trained.render_config, trained.grid, frames=3)
 
 
 def motion_response(model_dir: Path, avatar, device: str) -> dict:
@@ -139,7 +124,7 @@ def main() -> None:
         row = {"variant": name, **overrides, "train_s": round(train_s, 1),
                **{k: (round(metrics[k], 4) if isinstance(metrics.get(k), float) else metrics.get(k))
                   for k in ("psnr", "psnr_mouth", "psnr_eyes", "lpips", "lmd", "eye_ratio_error", "render_fps")},
-               "evaluated_per_ray": round(samples_per_ray(model_dir, avatar, device), 2),
+               "evaluated_per_ray": round(rendered_evaluations(model_dir, avatar, device), 2),
                "mean_image_psnr": round(metrics["baselines"]["mean_image_psnr"], 3),
                "nearest_frame_psnr": round(metrics["baselines"]["nearest_training_frame_psnr"], 3)}
         if args.motion:
