@@ -40,7 +40,11 @@ import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-ARMS = {"prior_region": ("region", True), "scratch_region": ("region", False), "scratch_global": ("global", False)}
+# arm -> (deformation kind, starts from the prior, lip feature mapped to the prior's shared lip space)
+ARMS = {"prior_region": ("region", True, False), "scratch_region": ("region", False, False),
+        "scratch_global": ("global", False, False),
+        # isolates the prior's lip scaling (own PCA -> shared, unit-spread basis) from what it learned
+        "scratch_region_shared_lips": ("region", False, True)}
 
 
 def _seconds(value: str) -> float | None:
@@ -77,37 +81,63 @@ def evaluate_checkpoint(model_dir: Path, avatar, frames: np.ndarray, device: str
     rendered, fps = render_test(trained, avatar, frames)
     cam = avatar.camera.scaled(trained.image_scale)
     real = np.stack([resize_image(avatar.frame(int(i)), cam) for i in frames])
-    result = {"psnr": float(np.mean([metrics.psnr(r, t) for r, t in zip(rendered, real)])),
+    per_frame = [metrics.psnr(r, t) for r, t in zip(rendered, real)]
+    result = {"psnr": float(np.mean(per_frame)), "psnr_frames": [round(v, 3) for v in per_frame],
               "render_fps": round(fps, 2), "render_size": int(rendered.shape[2])}
     try:
         from lokitalk.evaluate.lpips import lpips_distance
 
-        result["lpips"] = float(np.mean(lpips_distance(rendered, real, device=device)))
+        values = lpips_distance(rendered, real, device=device)
+        result["lpips"], result["lpips_frames"] = float(np.mean(values)), [round(float(v), 4) for v in values]
     except Exception:  # weights not installed on this machine: computed later from the frames
         result["lpips"] = None
     return result, rendered
 
 
+def shared_lip_copy(avatar_dir: Path, prior: Path, seconds: float | None, out: Path) -> Path:
+    """A copy of the avatar (links, except signals.npz) whose lip feature is the one `train --prior`
+    feeds its model: mapped from the avatar's own PCA basis into the prior's shared, unit-spread lip
+    space with the same training frames. A model trained from scratch on it differs from
+    `scratch_region` only in that scaling."""
+    from lokitalk.data.avatar import load_avatar, training_frames
+    from lokitalk.train.prior import lip_map, load_prior
+
+    avatar = load_avatar(avatar_dir)
+    matrix, bias = lip_map(avatar, training_frames(avatar, seconds), load_prior(prior).lip_space)
+    copy = out / "shared_lips" / f"{avatar_dir.name}_{seconds or 'all'}"
+    shutil.rmtree(copy, ignore_errors=True)
+    copy.mkdir(parents=True)
+    for entry in Path(avatar_dir).iterdir():
+        if entry.name != "signals.npz":
+            (copy / entry.name).symlink_to(entry.resolve())
+    signals = dict(np.load(Path(avatar_dir) / "signals.npz"))
+    signals["lip_feature"] = (signals["lip_feature"].astype(np.float64) @ matrix + bias).astype(np.float32)
+    np.savez(copy / "signals.npz", **signals)
+    return copy
+
+
 def run_arm(avatar_dir: Path, out: Path, arm: str, seconds: float | None, args, prior: Path | None,
-            frames: np.ndarray, device: str) -> tuple[dict, dict[int, np.ndarray]]:
-    from lokitalk.data.avatar import load_avatar
+            frames: np.ndarray, device: str, seed: int = 0) -> tuple[dict, dict[int, np.ndarray]]:
+    from lokitalk.data.avatar import load_avatar, training_frames
+    from lokitalk.evaluate.novelty import novel_view_mask
     from lokitalk.train.config import preset, with_steps
     from lokitalk.train.trainer import train
 
-    kind, use_prior = ARMS[arm]
+    kind, use_prior, shared_lips = ARMS[arm]
     every = max(1, args.steps // args.evals)
     config = replace(with_steps(preset(args.preset, kind), args.steps), train_seconds=seconds,
-                     checkpoint_every=every, log_every=min(10, every), compile=args.compile)
+                     checkpoint_every=every, log_every=min(10, every), compile=args.compile, seed=seed)
     if config.lpips_weight > 0 and not lpips_available():
         config = replace(config, lpips_weight=0.0)  # no LPIPS weights on this machine: no LPIPS loss
-    model_dir = out / "models" / f"{avatar_dir.name}_{seconds or 'all'}_{arm}"
+    model_dir = out / "models" / f"{avatar_dir.name}_{seconds or 'all'}_{arm}_s{seed}"
     shutil.rmtree(model_dir, ignore_errors=True)
     avatar = load_avatar(avatar_dir)
+    train_dir = shared_lip_copy(avatar_dir, prior, seconds, out) if shared_lips else avatar_dir
     curve, saved, train_s, call_s = [], {}, 0.0, 0.0
     done = 0
     while done < args.steps:
         start = time.perf_counter()
-        summary = train(avatar_dir, model_dir, config, device=device, resume=done > 0, show_progress=False,
+        summary = train(train_dir, model_dir, config, device=device, resume=done > 0, show_progress=False,
                         stop_after=every, prior=prior if use_prior else None)
         call = time.perf_counter() - start
         # setup counts once (the first call); later calls only add their loop time
@@ -118,14 +148,21 @@ def run_arm(avatar_dir: Path, out: Path, arm: str, seconds: float | None, args, 
         curve.append({"step": done, "train_s": round(train_s, 2), **metrics})
         saved[done] = rendered
         label = f"{seconds} s" if seconds else "all"
-        print(f"  {avatar_dir.name} {label} {arm}: step {done} {train_s:.1f}s psnr {metrics['psnr']:.2f}"
+        print(f"  {avatar_dir.name} {label} {arm} seed {seed}: step {done} {train_s:.1f}s psnr {metrics['psnr']:.2f}"
               + (f" lpips {metrics['lpips']:.3f}" if metrics["lpips"] is not None else ""), flush=True)
-    return {"avatar": avatar_dir.name, "seconds": seconds or "all", "arm": arm, "steps": done,
-            "train_frames": int(len(np.asarray(avatar.split.train)[: None if seconds is None else
-                                                                 int(round(seconds * avatar.fps))])),
+    trained_on = training_frames(avatar, seconds)
+    novel, distance = novel_view_mask(avatar.rotation, frames, trained_on)
+    return {"avatar": avatar_dir.name, "seconds": seconds or "all", "arm": arm, "seed": seed, "steps": done,
+            "train_frames": int(len(trained_on)), "novel_view": novel.tolist(),
+            "nearest_trained_rotation_deg": [round(float(d), 2) for d in distance],
             "train_s": round(train_s, 2), "calls_s": round(call_s, 2), "curve": curve,
             "lpips_loss": config.lpips_weight,
             "eval_frames": [int(i) for i in frames]}, saved
+
+
+def frames_key(seconds, arm: str, seed: int, step: int) -> str:
+    """Key of a run's saved frames in frames_<avatar>.npz (seed 0 keeps the older, seedless key)."""
+    return f"{seconds}_{arm}_{step}" if seed == 0 else f"{seconds}_{arm}_s{seed}_{step}"
 
 
 def experiment(args) -> None:
@@ -168,18 +205,19 @@ def experiment(args) -> None:
             avatar = load_avatar(held)
             frames = eval_frames(avatar, args.eval_frames)
             store = frames_store.setdefault(held.name, {"indices": frames})
-            for arm in args.arms.split(","):
+            for seed, arm in [(seed, arm) for seed in args.seeds for arm in args.arms.split(",")]:
                 left = args.budget_s - (time.perf_counter() - begun) if args.budget_s else None
                 if left is not None and left < 1.2 * last_run_s:
-                    print(f"  skipped {held.name} {seconds or 'all'}s {arm}: {left:.0f} s of budget left", flush=True)
-                    results.setdefault("skipped", []).append([held.name, seconds or "all", arm])
+                    print(f"  skipped {held.name} {seconds or 'all'}s {arm} seed {seed}: {left:.0f} s of budget left",
+                          flush=True)
+                    results.setdefault("skipped", []).append([held.name, seconds or "all", arm, seed])
                     continue
                 start = time.perf_counter()
-                row, saved = run_arm(held, out, arm, seconds, args, prior, frames, device)
+                row, saved = run_arm(held, out, arm, seconds, args, prior, frames, device, seed)
                 last_run_s = time.perf_counter() - start
                 results["runs"].append(row)
                 for step, rendered in saved.items():
-                    store[f"{seconds or 'all'}_{arm}_{step}"] = rendered
+                    store[frames_key(seconds or "all", arm, seed, step)] = rendered
                 (out / "results.json").write_text(json.dumps(results, indent=2))
                 np.savez_compressed(out / f"frames_{held.name}.npz", **store)
     results["total_s"] = round(time.perf_counter() - begun, 1)
@@ -199,15 +237,22 @@ def frame_metrics(out: Path, avatars: Path) -> None:
         avatar = load_avatar(avatars / run["avatar"])
         indices = saved["indices"]
         for point in run["curve"]:
-            rendered = saved[f"{run['seconds']}_{run['arm']}_{point['step']}"]
+            rendered = saved[frames_key(run["seconds"], run["arm"], run.get("seed", 0), point["step"])]
             scale = rendered.shape[2] / avatar.camera.width
             cam = avatar.camera.scaled(scale)
             real = np.stack([resize_image(avatar.frame(int(i)), cam) for i in indices])
-            point["lpips"] = float(np.mean(lpips_distance(rendered, real)))
+            values = lpips_distance(rendered, real)
+            point["lpips"], point["lpips_frames"] = float(np.mean(values)), [round(float(v), 4) for v in values]
             found = _lip_and_eye_metrics(rendered, avatar, indices, scale)
             point["lmd"] = found.get("lmd")
+            if found.get("lmd_frames") is not None:  # NaN (no face found) -> None in JSON
+                point["lmd_frames"] = [None if not np.isfinite(v) else round(float(v), 3) for v in found["lmd_frames"]]
         print(f"{run['avatar']} {run['seconds']} {run['arm']}: lpips {point['lpips']:.3f} lmd {point['lmd']}")
     (out / "results.json").write_text(json.dumps(results, indent=2))
+
+
+COLOURS = {"prior_region": "tab:green", "scratch_region": "tab:blue", "scratch_global": "tab:orange",
+           "scratch_region_shared_lips": "tab:purple"}
 
 
 def plot(out: Path) -> None:
@@ -220,7 +265,6 @@ def plot(out: Path) -> None:
     runs = results["runs"]
     groups = sorted({(r["avatar"], str(r["seconds"])) for r in runs})
     metrics = [m for m in ("psnr", "lpips", "lmd") if any(p.get(m) is not None for r in runs for p in r["curve"])]
-    colours = {"prior_region": "tab:green", "scratch_region": "tab:blue", "scratch_global": "tab:orange"}
     for avatar in sorted({g[0] for g in groups}):
         rows = [g for g in groups if g[0] == avatar]
         fig, axes = plt.subplots(len(rows), 2 * len(metrics), figsize=(4 * 2 * len(metrics), 3 * len(rows)),
@@ -229,12 +273,15 @@ def plot(out: Path) -> None:
             for m, metric in enumerate(metrics):
                 for x, xlabel in enumerate(("step", "train_s")):
                     ax = axes[r, 2 * m + x]
-                    for run in runs:
+                    labelled = set()
+                    for run in runs:  # one line per seed, one colour per arm
                         if run["avatar"] != avatar or str(run["seconds"]) != seconds:
                             continue
                         pts = [(p[xlabel], p[metric]) for p in run["curve"] if p.get(metric) is not None]
                         if pts:
-                            ax.plot(*zip(*pts), marker="o", ms=3, label=run["arm"], color=colours[run["arm"]])
+                            ax.plot(*zip(*pts), marker="o", ms=3, lw=1, color=COLOURS[run["arm"]],
+                                    label=None if run["arm"] in labelled else run["arm"])
+                            labelled.add(run["arm"])
                     ax.set_xlabel("training steps" if xlabel == "step" else "training wall time (s)")
                     ax.set_ylabel(f"test {metric.upper()}" + (" (dB)" if metric == "psnr" else ""))
                     ax.set_title(f"{avatar}, {seconds} s of video", fontsize=9)
@@ -244,28 +291,87 @@ def plot(out: Path) -> None:
         fig.savefig(out / f"prior_{avatar}.png", dpi=80)
         plt.close(fig)
     print(claims_table(results, metrics))
+    print()
+    print(views_table(results, metrics))
+
+
+def _mean_sd(values: list[float], digits: int) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f}"
+
+
+def _grouped(results: dict) -> dict:
+    grouped: dict[tuple, list] = {}
+    for run in results["runs"]:
+        grouped.setdefault((run["avatar"], str(run["seconds"]), run["arm"]), []).append(run)
+    return grouped
+
+
+def _video(run: dict, seconds: str) -> str:
+    return f"{seconds} s" if seconds != "all" else f"all ({run['train_frames'] / 25:.0f} s)"
 
 
 def claims_table(results: dict, metrics: list[str]) -> str:
-    """One row per held-out avatar and budget: final metrics of each arm, and the claims."""
-    lines = ["| avatar | video | arm | steps | train s | " + " | ".join(f"final {m}" for m in metrics)
-             + " | steps to scratch-final PSNR | s to 99 % of own final PSNR gain |", "|" + "---|" * (7 + len(metrics))]
-    by_key = {(r["avatar"], str(r["seconds"]), r["arm"]): r for r in results["runs"]}
-    for (avatar, seconds, arm), run in sorted(by_key.items()):
-        final = run["curve"][-1]
-        scratch = by_key.get((avatar, seconds, "scratch_region"))
-        reach = "-"
-        if scratch is not None and arm == "prior_region":
-            target = scratch["curve"][-1]["psnr"]
-            hit = next((p["step"] for p in run["curve"] if p["psnr"] >= target), None)
-            reach = f"{hit} of {scratch['steps']}" if hit is not None else "not reached"
-        first, last = run["curve"][0]["psnr"], final["psnr"]
-        settle = next((p["train_s"] for p in run["curve"] if p["psnr"] >= first + 0.99 * (last - first)), None)
-        vals = " | ".join("-" if final.get(m) is None else f"{final[m]:.3f}" if m == "lpips" else f"{final[m]:.2f}"
-                          for m in metrics)
-        video = f"{seconds} s" if seconds != "all" else f"all ({run['train_frames'] / 25:.0f} s)"
-        lines.append(f"| {avatar} | {video} | {arm} | {run['steps']} | {run['train_s']:.0f} | {vals} | {reach} | "
-                     f"{settle if settle is not None else '-'} |")
+    """One row per held-out avatar, budget and arm: final metrics (mean ± sd over seeds), and the
+    claims, with each prior seed compared with the scratch-region run of the same seed."""
+    lines = ["| avatar | video | arm | seeds | steps | train s | " + " | ".join(f"final {m}" for m in metrics)
+             + " | steps to scratch-final PSNR | s to 99 % of own final PSNR gain |", "|" + "---|" * (8 + len(metrics))]
+    grouped = _grouped(results)
+    for (avatar, seconds, arm), runs in sorted(grouped.items()):
+        scratch = {r.get("seed", 0): r for r in grouped.get((avatar, seconds, "scratch_region"), [])}
+        reach = []
+        for run in runs:
+            other = scratch.get(run.get("seed", 0))
+            if arm == "prior_region" and other is not None:
+                target = other["curve"][-1]["psnr"]
+                hit = next((p["step"] for p in run["curve"] if p["psnr"] >= target), None)
+                reach.append(f"{hit}" if hit is not None else "never")
+        settle = []
+        for run in runs:
+            first, last = run["curve"][0]["psnr"], run["curve"][-1]["psnr"]
+            settle.append(next((p["train_s"] for p in run["curve"] if p["psnr"] >= first + 0.99 * (last - first)),
+                               None))
+        vals = " | ".join(_mean_sd([r["curve"][-1].get(m) for r in runs], 3 if m == "lpips" else 2) for m in metrics)
+        lines.append(f"| {avatar} | {_video(runs[0], seconds)} | {arm} | {len(runs)} | {runs[0]['steps']} | "
+                     f"{np.mean([r['train_s'] for r in runs]):.0f} | {vals} | "
+                     f"{(' / '.join(reach) + ' of ' + str(runs[0]['steps'])) if reach else '-'} | "
+                     f"{_mean_sd(settle, 0)} |")
+    return "\n".join(lines)
+
+
+def _split_final(run: dict, metric: str) -> tuple[float | None, float | None]:
+    """(mean over the seen-view frames, mean over the novel-view frames) of the final point."""
+    per_frame = run["curve"][-1].get(f"{metric}_frames")
+    novel = run.get("novel_view")
+    if per_frame is None or novel is None:
+        return None, None
+    values = np.array([np.nan if v is None else v for v in per_frame], float)
+    novel = np.asarray(novel, bool)
+    out = []
+    for mask in (~novel, novel):
+        chosen = values[mask & np.isfinite(values)]
+        out.append(float(chosen.mean()) if len(chosen) else None)
+    return out[0], out[1]
+
+
+def views_table(results: dict, metrics: list[str]) -> str:
+    """Final metrics on the test frames whose head rotation the run trained on (seen views) and on
+    those it never saw (novel views), mean ± sd over seeds."""
+    lines = ["| avatar | video | arm | seen / novel frames | "
+             + " | ".join(f"{m} seen | {m} novel" for m in metrics) + " |", "|" + "---|" * (4 + 2 * len(metrics))]
+    for (avatar, seconds, arm), runs in sorted(_grouped(results).items()):
+        novel = np.asarray(runs[0].get("novel_view", []), bool)
+        cells = []
+        for m in metrics:
+            splits = [_split_final(r, m) for r in runs]
+            digits = 3 if m == "lpips" else 2
+            cells += [_mean_sd([s[0] for s in splits], digits), _mean_sd([s[1] for s in splits], digits)]
+        lines.append(f"| {avatar} | {_video(runs[0], seconds)} | {arm} | {int((~novel).sum())} / {int(novel.sum())} | "
+                     + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -280,7 +386,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--evals", type=int, default=6, help="evaluation points per run")
     parser.add_argument("--seconds", default="5,10,all")
-    parser.add_argument("--arms", default=",".join(ARMS))
+    parser.add_argument("--arms", default="prior_region,scratch_region,scratch_global",
+                        help=f"comma-separated, of {', '.join(ARMS)}")
+    parser.add_argument("--seeds", type=lambda v: [int(x) for x in v.split(",")], default=[0],
+                        help="fine-tuning seeds, e.g. 0,1,2 (one prior for all)")
     parser.add_argument("--eval-frames", type=int, default=6)
     parser.add_argument("--budget-s", type=float, default=None, help="wall-clock budget for everything")
     parser.add_argument("--pretrain-fraction", type=float, default=0.35)

@@ -308,6 +308,8 @@ def speak(
 def calibrate_lips(
     model: Path = typer.Argument(..., help="Model folder written by `lokitalk train`."),
     frames: int = typer.Option(40, "--frames", help="Training frames rendered per candidate gain."),
+    drive: str = typer.Option("speech", "--drive", help="speech: drive the frames with the lips `speak` plans "
+                              "from their own audio (what speak renders); real: with their prepared lip features."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
 ) -> None:
     """Measure how much the model damps lip motion on its training frames; `speak` then makes up for it."""
@@ -316,7 +318,8 @@ def calibrate_lips(
 
     if frames < 3:
         raise LokiTalkError("--frames must be at least 3")
-    typer.echo(json.dumps(calibrate_lip_gain(model, LipGainConfig(frames=frames), str(choose_device(device)))))
+    typer.echo(json.dumps(calibrate_lip_gain(model, LipGainConfig(frames=frames, drive=drive),
+                                             str(choose_device(device)))))
 
 
 @app.command("import-nerf")

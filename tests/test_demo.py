@@ -129,6 +129,10 @@ def test_miniature_demo_runs_the_real_pipeline(tmp_path):
     assert truth["mouth_correlation"] > 0.8
     # evaluate and the lip-sync check produced real numbers
     assert 5.0 < steps["evaluate"]["psnr"] < 60.0 and steps["evaluate"]["baselines"]["mean_image_psnr"] > 5.0
+    views = [steps["evaluate"]["views"][k] for k in ("seen_views", "novel_views")]  # they split the test frames
+    assert sum(v["frames"] for v in views) == steps["evaluate"]["frames"]
+    assert sum(v["frames"] * v["psnr"] for v in views if v["frames"]) / steps["evaluate"]["frames"] \
+        == pytest.approx(steps["evaluate"]["psnr"], abs=1e-9)
     assert steps["check"]["lip_sync"]["reference_vs_truth"]["r"] > 0.6  # the face mesh reads the truth
     assert steps["speak"]["frames"] == int(round(steps["subject"]["sentence_s"] * 25))
     # the output is stamped, and verify reads it back

@@ -48,3 +48,8 @@ def test_tiny_training_beats_untrained_and_mean_image(tmp_path):
     assert result["psnr"] > mean_psnr + FLOOR_OVER_MEAN_DB
     assert result["psnr"] > untrained_psnr + FLOOR_OVER_UNTRAINED_DB
     assert result["frames"] == len(frames) == 11
+    # seen and novel head views partition the test frames, and their means recombine to the total
+    groups = [result["views"]["seen_views"], result["views"]["novel_views"]]
+    assert sum(g["frames"] for g in groups) == result["frames"]
+    recombined = sum(g["frames"] * g["psnr"] for g in groups if g["frames"]) / result["frames"]
+    assert recombined == pytest.approx(result["psnr"], abs=1e-9)

@@ -222,6 +222,32 @@ def test_speak_scales_the_lips_by_the_calibrated_gain(model, tmp_path, capsys):
     assert code not in (0, None) and "lip gain" in err and not (tmp_path / "c.mp4").exists()
 
 
+def test_speech_driven_calibration_commands_the_lips_speak_plans(model):
+    """The calibration must measure what `speak` renders: its commanded lips on training frames are
+    the ones `plan_drive` makes from the same stretch of the clip's soundtrack."""
+    from lokitalk.data.avatar import load_avatar
+    from lokitalk.speak.drive import plan_drive
+    from lokitalk.speak.lip_gain import _commanded_lips
+    from lokitalk.speak.lips import valid_training_frames
+
+    avatar = load_avatar(model / "avatar")
+    frames = valid_training_frames(avatar)[[3, 10, 17, 30, 44]]
+    real_opening = np.arange(5.0)
+    lips, opening = _commanded_lips(avatar, frames, "speech", real_opening, "cpu")
+    first, last = int(frames[0]), int(frames[-1])
+    drive = plan_drive(avatar, avatar.audio_for_frames(first, last), last - first + 1)
+    np.testing.assert_allclose(lips, drive.lip_feature[frames - first], atol=1e-5)
+    np.testing.assert_allclose(opening, drive.opening[frames - first], atol=1e-9)
+    real_lips, real = _commanded_lips(avatar, frames, "real", real_opening, "cpu")
+    np.testing.assert_array_equal(real_lips, avatar.lip_feature[frames])
+    assert real is real_opening
+
+
+def test_calibrate_lips_with_an_unknown_drive_is_a_one_line_error(model, capsys):
+    code, _, err = run_cli(["calibrate-lips", model / "model", "--drive", "tts", "--device", "cpu"], capsys)
+    assert code not in (0, None) and "speech or real" in err and len(err.strip().splitlines()) == 1
+
+
 def test_calibrate_lips_on_a_model_without_a_recognisable_face_is_a_one_line_error(model, tmp_path, capsys):
     code, _, err = run_cli(["calibrate-lips", model / "model", "--frames", "6", "--device", "cpu"], capsys)
     assert code not in (0, None) and "no face" in err and len(err.strip().splitlines()) == 1

@@ -144,3 +144,15 @@ def load_avatar(root: str | Path) -> Avatar:
         split=Split.from_json(json.loads((root / "split.json").read_text())),
         consent=meta.get("consent"),
     )
+
+
+def training_frames(avatar, train_seconds: float | None) -> np.ndarray:
+    """The train split's frames, or only those in its first `train_seconds` (the test split,
+    the last part of the clip, is the same whatever the budget)."""
+    frames = np.asarray(avatar.split.train)
+    if train_seconds is None:
+        return frames
+    keep = frames[frames < frames[0] + int(round(train_seconds * avatar.fps))]
+    if len(keep) < 2:
+        raise InputError(f"train_seconds={train_seconds} leaves fewer than 2 training frames")
+    return keep

@@ -31,6 +31,11 @@ def landmark_distance(pred: np.ndarray, real: np.ndarray, ids: np.ndarray) -> fl
     return float(np.linalg.norm(pred[:, ids, :2] - real[:, ids, :2], axis=-1).mean())
 
 
+def landmark_distance_per_frame(pred: np.ndarray, real: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """[N]: LMD of each frame (their mean is `landmark_distance`)."""
+    return np.linalg.norm(pred[:, ids, :2] - real[:, ids, :2], axis=-1).mean(axis=1)
+
+
 def mean_image_baseline(train_frames: np.ndarray, test_frames: np.ndarray) -> float:
     mean = train_frames.astype(np.float64).mean(0)
     return float(np.mean([psnr(mean, t) for t in test_frames]))

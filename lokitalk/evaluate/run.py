@@ -16,12 +16,13 @@ import cv2
 import numpy as np
 import torch
 
-from ..data.avatar import Avatar, load_avatar, resize_image
+from ..data.avatar import Avatar, load_avatar, resize_image, training_frames
 from ..face_model import load_face_template
 from ..prepare.masks import Region
 from ..render.frames import frame_conditioning, render_frame
 from ..render.loading import TrainedModel, load_trained
 from . import metrics
+from .novelty import NOVEL_VIEW_DEG, novel_view_mask, split_summary
 
 
 def render_test(trained: TrainedModel, avatar: Avatar, frames: np.ndarray) -> tuple[np.ndarray, float]:
@@ -58,9 +59,11 @@ def _lip_and_eye_metrics(rendered: np.ndarray, avatar: Avatar, frames: np.ndarra
     real[..., :2] *= scale  # landmarks at the size the model renders
     ok = detected
     lmd = metrics.landmark_distance(points[ok], real[ok], template.mouth_points)
+    lmd_frames = np.full(len(frames), np.nan)  # NaN where no face was found in the rendered frame
+    lmd_frames[ok] = metrics.landmark_distance_per_frame(points[ok], real[ok], template.mouth_points)
     rendered_eyes = eye_ratio(align_to_head_frame(points[ok], template), template)
     eye_error = float(np.abs(rendered_eyes - avatar.eye_ratio[frames][ok]).mean())
-    return {"lmd": lmd, "eye_ratio_error": eye_error, "landmark_frames": int(ok.sum())}
+    return {"lmd": lmd, "eye_ratio_error": eye_error, "landmark_frames": int(ok.sum()), "lmd_frames": lmd_frames}
 
 
 def evaluate(model_dir: Path, max_frames: int | None = None, device: str = "cpu", write_video: bool = True,
@@ -78,20 +81,34 @@ def evaluate(model_dir: Path, max_frames: int | None = None, device: str = "cpu"
     real = np.stack([resize_image(avatar.frame(int(i)), camera) for i in frames])
     labels = np.stack([resize_image(avatar.labels(int(i)), camera, nearest=True) for i in frames])
     mouth, eyes = labels == Region.MOUTH, labels == Region.EYES
-    per_frame = np.array([metrics.psnr(p, r) for p, r in zip(rendered, real)])
+    per_frame = {
+        "psnr": np.array([metrics.psnr(p, r) for p, r in zip(rendered, real)]),
+        "ssim": np.array([metrics.ssim(p, r) for p, r in zip(rendered, real)]),
+        "psnr_mouth": np.array([metrics.psnr(p, r, m) for p, r, m in zip(rendered, real, mouth)]),
+        "psnr_eyes": np.array([metrics.psnr(p, r, m) for p, r, m in zip(rendered, real, eyes)]),
+    }
+    lpips_frames = _lpips(rendered, real)
+    if lpips_frames is not None:
+        per_frame["lpips"] = lpips_frames
     result = {
         "frames": int(len(frames)),
-        "psnr": float(per_frame.mean()),
-        "ssim": float(np.mean([metrics.ssim(p, r) for p, r in zip(rendered, real)])),
-        "psnr_mouth": float(np.nanmean([metrics.psnr(p, r, m) for p, r, m in zip(rendered, real, mouth)])),
-        "psnr_eyes": float(np.nanmean([metrics.psnr(p, r, m) for p, r, m in zip(rendered, real, eyes)])),
+        **{key: float(np.nanmean(values)) for key, values in per_frame.items()},
         "render_fps": float(fps),
         "render_size": [int(real.shape[2]), int(real.shape[1])],
         "device": str(device),
     }
-    result["lpips"] = _lpips(rendered, real)
-    result.update(_lip_and_eye_metrics(rendered, avatar, frames, trained.image_scale))
+    result.setdefault("lpips", None)  # weights not installed: reported as null, never made up
+    landmarks = _lip_and_eye_metrics(rendered, avatar, frames, trained.image_scale)
+    if "lmd_frames" in landmarks:
+        per_frame["lmd"] = landmarks.pop("lmd_frames")
+    result.update(landmarks)
     result["image_scale"] = trained.image_scale
+    trained_on = training_frames(avatar, trained.meta.get("train", {}).get("train_seconds"))
+    novel, distance = novel_view_mask(avatar.rotation, frames, trained_on)
+    result["views"] = {"novel_view_deg": NOVEL_VIEW_DEG,
+                       "note": "novel: no trained head rotation within novel_view_deg of the frame's own",
+                       "nearest_trained_rotation_deg_median": float(np.median(distance)),
+                       **split_summary(per_frame, novel)}
     train_frames = np.stack([resize_image(avatar.frame(int(i)), camera) for i in avatar.split.train])
     result["baselines"] = {
         "mean_image_psnr": metrics.mean_image_baseline(train_frames, real),
@@ -100,7 +117,7 @@ def evaluate(model_dir: Path, max_frames: int | None = None, device: str = "cpu"
     }
     out = Path(model_dir) / "eval"
     out.mkdir(exist_ok=True)
-    _worst_frames(out / "worst_frames.png", rendered, real, per_frame, frames)
+    _worst_frames(out / "worst_frames.png", rendered, real, per_frame["psnr"], frames)
     if save_frames:
         np.savez_compressed(out / "test_frames.npz", frames=rendered, indices=frames)
     if write_video:
@@ -111,14 +128,15 @@ def evaluate(model_dir: Path, max_frames: int | None = None, device: str = "cpu"
     return result
 
 
-def _lpips(rendered: np.ndarray, real: np.ndarray, chunk: int = 8) -> float | None:
+def _lpips(rendered: np.ndarray, real: np.ndarray, chunk: int = 8) -> np.ndarray | None:
+    """Per-frame LPIPS, or None where the weights are not installed."""
     from .lpips import LPIPSWeightsNotFound, lpips_distance
 
     try:
         values = [lpips_distance(rendered[i:i + chunk], real[i:i + chunk]) for i in range(0, len(real), chunk)]
     except LPIPSWeightsNotFound:
-        return None  # weights not installed: reported as null, never as a made-up number
-    return float(np.concatenate(values).mean())
+        return None
+    return np.concatenate(values).astype(np.float64)
 
 
 def _worst_frames(path: Path, rendered: np.ndarray, real: np.ndarray, scores: np.ndarray, frames: np.ndarray,

@@ -1,14 +1,18 @@
 """Lip gain: make a trained model's rendered lips move as much as the person's real ones.
 
 A NeRF renders the lips with less motion than its lip feature asks for (0.4-0.9 of the real
-amplitude in docs/RESULTS.md), more so the less it is trained. `calibrate_lip_gain` measures
-that on the model's own *training* frames: it renders them with the lip feature scaled about
-its training mean by each candidate gain, tracks the rendered mouth with the same face mesh as
-`prepare`, and compares the mouth opening with the real one on the same frames. It picks the
-smallest gain that reaches `target` of the real amplitude, or else the largest gain that keeps
-the correlation with the real opening within `max_r_drop` of gain 1 (beyond the trained range
-the lips start to move wrongly rather than more). The result goes to MODEL_DIR/lip_gain.json,
-and `speak` applies it to the lip features it plans. Test frames are never used.
+amplitude in docs/RESULTS.md), more so the less it is trained; lip features planned from speech
+are smoother than real ones, and lose more of their motion on the way (0.5-0.7 of the real
+amplitude with a gain measured on real features). `calibrate_lip_gain` measures the whole path
+on the model's own *training* frames: it drives them with the lip features `speak` plans from
+their own soundtrack (`drive="speech"`, the default; `"real"` uses the prepared lip features),
+scaled about the training mean by each candidate gain, renders them, tracks the rendered mouth
+with the same face mesh as `prepare`, and compares the mouth opening's spread with the real
+person's on the same frames. It picks the smallest gain that reaches `target` of the real
+amplitude, or else the largest gain whose rendered opening still follows the commanded one
+(correlation within `max_r_drop` of gain 1's: beyond the trained range the lips start to move
+wrongly rather than more). The result goes to MODEL_DIR/lip_gain.json, and `speak` applies it
+to the lip features it plans. Test frames are never used.
 """
 
 from __future__ import annotations
@@ -30,7 +34,8 @@ class LipGainConfig:
     frames: int = 40  # training frames rendered per gain (evenly spread over the train split)
     gains: tuple[float, ...] = (1.0, 1.25, 1.5, 1.75, 2.0)
     target: float = 0.95  # amplitude ratio that counts as "moves as much as the real lips"
-    max_r_drop: float = 0.05  # largest loss of correlation with the real opening a gain may cost
+    max_r_drop: float = 0.05  # largest loss of correlation with the commanded opening a gain may cost
+    drive: str = "speech"  # lip features planned from the frames' own audio ("speech") or prepared ("real")
 
 
 def scale_about(features: np.ndarray, mean: np.ndarray, gain: float) -> np.ndarray:
@@ -72,22 +77,24 @@ def calibrate_lip_gain(model_dir: Path, config: LipGainConfig = LipGainConfig(),
 
     if not config.gains or config.gains[0] != 1.0 or list(config.gains) != sorted(config.gains):
         raise InputError("lip gains must start at 1.0 and increase")
+    if config.drive not in ("speech", "real"):
+        raise InputError(f"lip-gain drive must be speech or real, not {config.drive!r}")
     trained = load_trained(model_dir, device)
     avatar = load_avatar(trained.avatar_dir)
     camera = avatar.camera.scaled(trained.image_scale)
     background = resize_image(avatar.background(), camera)
     train = valid_training_frames(avatar)
     frames = train[np.linspace(0, len(train) - 1, min(config.frames, len(train))).round().astype(int)]
-    real = avatar.landmarks[frames].copy()
-    real_opening = _opening(real)
+    real_opening = _opening(avatar.landmarks[frames].copy())
+    commanded, commanded_opening = _commanded_lips(avatar, frames, config.drive, real_opening, device)
     mean = training_mean(avatar)
     lo, hi = training_range(avatar)
     amplitude, correlation = [], []
     with trained.acceleration.autocast(trained.device):
         for gain in config.gains:
             rendered = []
-            for index in frames:
-                lips = np.clip(scale_about(avatar.lip_feature[index], mean, gain), lo, hi).astype(np.float32)
+            for index, planned in zip(frames, commanded):
+                lips = np.clip(scale_about(planned, mean, gain), lo, hi).astype(np.float32)
                 cond = dict(frame_conditioning(avatar, int(index)), lip_feature=torch.from_numpy(lips))
                 rendered.append(render_frame(trained.model, avatar, cond, trained.grid, trained.render_config,
                                              background, scale=trained.image_scale))
@@ -97,15 +104,34 @@ def calibrate_lip_gain(model_dir: Path, config: LipGainConfig = LipGainConfig(),
                                  "train it longer before calibrating")
             opening = _opening(points[found])
             amplitude.append(float(np.std(opening) / max(np.std(real_opening[found]), 1e-12)))
-            correlation.append(float(np.corrcoef(opening, real_opening[found])[0, 1]))
+            correlation.append(float(np.corrcoef(opening, commanded_opening[found])[0, 1]))
     gain = choose_gain(config.gains, amplitude, correlation, config)
     result = {"gain": gain, "gains": list(config.gains), "amplitude": [round(a, 3) for a in amplitude],
               "correlation": [round(r, 3) for r in correlation], "frames": int(len(frames)),
-              "config": asdict(config), "note": "measured on training frames; speak scales its lip features by gain"}
+              "config": asdict(config),
+              "note": "measured on training frames driven by " + ("the lip features speak plans from their own audio"
+                                                                   if config.drive == "speech" else
+                                                                   "their prepared lip features")
+              + "; amplitude: rendered / real opening spread; correlation: rendered vs commanded opening; "
+                "speak scales its lip features by gain"}
     tmp = Path(model_dir) / (GAIN_FILE + ".tmp")
     tmp.write_text(json.dumps(result, indent=2))
     tmp.replace(Path(model_dir) / GAIN_FILE)
     return result
+
+
+def _commanded_lips(avatar, frames: np.ndarray, drive: str, real_opening: np.ndarray, device: str
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """([len(frames), K] lip features to render, [len(frames)] the mouth opening they command)."""
+    if drive == "real":
+        return avatar.lip_feature[frames], real_opening
+    from .lips import lip_driver, predicted_opening
+
+    lips = lip_driver(avatar, device=device)
+    first, last = int(frames.min()), int(frames.max())
+    # the soundtrack under the span of the chosen frames, planned as `speak` would plan it
+    shared = lips.shared_features(avatar.audio_for_frames(first, last), last - first + 1)
+    return lips.lip_features(shared)[frames - first], predicted_opening(lips, shared)[frames - first]
 
 
 def load_lip_gain(model_dir: Path) -> float:

@@ -38,7 +38,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .. import __version__
-from ..data.avatar import load_avatar
+from ..data.avatar import load_avatar, training_frames
 from ..data.rays import RayBatchConfig, RaySampler
 from ..errors import InputError
 from ..model.field import TalkingHead
@@ -52,7 +52,6 @@ from .distributed import DistInfo, barrier, gather_to_main, init_distributed, me
 from .losses import attention_loss, opacity_loss, photometric_loss, psnr
 from .progress import progress_bar
 from .prior import Prior, fit_lip_space, lip_map, prior_model_config, save_prior
-from .trainer import training_frames
 
 
 @dataclass(frozen=True)

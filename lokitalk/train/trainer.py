@@ -21,11 +21,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 
 from .. import __version__
-from ..data.avatar import load_avatar
+from ..data.avatar import load_avatar, training_frames
 from ..data.rays import RayBatchConfig, RaySampler
 from ..errors import InputError
 from ..model.field import TalkingHead
@@ -75,18 +74,6 @@ def _parameter_groups(model: TalkingHead, config: TrainConfig) -> list[dict]:
         groups += [{"params": own_grid, "lr": config.lr_grid},
                    {"params": [p for p in own if id(p) not in grid_ids], "lr": config.lr_network}]
     return groups
-
-
-def training_frames(avatar, train_seconds: float | None) -> np.ndarray:
-    """The train split's frames, or only those in its first `train_seconds` (the test split,
-    the last part of the clip, is the same whatever the budget)."""
-    frames = np.asarray(avatar.split.train)
-    if train_seconds is None:
-        return frames
-    keep = frames[frames < frames[0] + int(round(train_seconds * avatar.fps))]
-    if len(keep) < 2:
-        raise InputError(f"train_seconds={train_seconds} leaves fewer than 2 training frames")
-    return keep
 
 
 def build_model(config: TrainConfig, lip_dim: int, device: torch.device) -> TalkingHead:
