@@ -7,7 +7,8 @@ Steps (each cached in OUT/steps/NAME.json; a re-run skips what is done and resum
              plus a *different* sentence for step 5 and the subject's true mouth track for it
 2. prepare   `lokitalk prepare` on the video
 3. train     `lokitalk train` (tiny preset by default; from a prior when one is given)
-4. calibrate `lokitalk calibrate-lips`: the model's lip gain, measured on its training frames
+4. calibrate `lokitalk calibrate-lips`: the model's lip gain, measured on its training frames driven
+             by the lips speak plans from their own audio
 5. speak     `lokitalk speak` of the new sentence -> OUT/spoken.mp4 (watermarked)
 6. evaluate  `lokitalk evaluate` on the held-out frames, beside the trivial baselines
 7. check     prepare against the ground truth; the spoken video's mouth against the true track
