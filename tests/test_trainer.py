@@ -4,6 +4,7 @@ import csv
 import json
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
 from lokitalk.errors import InputError
@@ -122,3 +123,38 @@ def test_acceleration_defaults_follow_the_device():
     assert not cpu.amp and not cpu.compile
     with pytest.raises(ValueError):
         resolve(torch.device("cpu"), amp="maybe")
+
+
+def test_lip_input_unit_scales_the_feature_once_inside_the_model(avatar, tmp_path):
+    """`lip_input="unit"`: the model multiplies the prepared lip feature by one factor, the inverse
+    of its overall spread on the training frames; it is saved with the model, and a model with
+    scale s on feature f renders exactly what the same weights at scale 1 render on s * f."""
+    from lokitalk.data.avatar import load_avatar, training_frames
+    from lokitalk.render.frames import frame_conditioning, render_frame
+    from lokitalk.render.loading import load_trained
+    from lokitalk.train.trainer import lip_input_scale
+
+    prepared = load_avatar(avatar)
+    feats = prepared.lip_feature[training_frames(prepared, None)].astype(np.float64)
+    scale = lip_input_scale(feats, "unit")
+    assert ((feats * scale).var(axis=0).sum()) == pytest.approx(1.0, rel=1e-9)
+    assert lip_input_scale(feats, "raw") == 1.0
+    with pytest.raises(InputError, match="raw or unit"):
+        lip_input_scale(feats, "whiten")
+
+    train(avatar, tmp_path / "m", replace(micro_config(6), lip_input="unit"), device="cpu", show_progress=False)
+    trained = load_trained(tmp_path / "m")
+    assert trained.model.config.deformation.lip_scale == pytest.approx(scale, rel=1e-6)
+    assert scale > 5.0  # a prepared lip feature spreads far less than 1: the factor is not a no-op
+
+    cond = frame_conditioning(prepared, 3)
+    cond["lip_feature"] = cond["lip_feature"] + 0.02  # away from the mean, so that the lips matter
+    background = np.zeros((prepared.camera.height, prepared.camera.width, 3), np.uint8)
+    scaled = render_frame(trained.model, prepared, cond, None, trained.render_config, background)
+    trained.model.config = replace(trained.model.config,
+                                   deformation=replace(trained.model.config.deformation, lip_scale=1.0))
+    by_hand = render_frame(trained.model, prepared, dict(cond, lip_feature=cond["lip_feature"] * scale), None,
+                           trained.render_config, background)
+    unscaled = render_frame(trained.model, prepared, cond, None, trained.render_config, background)
+    np.testing.assert_array_equal(scaled, by_hand)
+    assert np.abs(scaled.astype(int) - unscaled.astype(int)).max() > 0  # the factor reaches the render

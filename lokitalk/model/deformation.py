@@ -58,6 +58,10 @@ class DeformationConfig:
     position_encoding: str = "frequency"  # "frequency" or "grid" (see the module docstring)
     separate_eyes: bool = False  # region model: the eye ratio drives its own branch, not the lip trunk
     activation: str = "relu"  # "relu" or "silu" (never zero-gradient: see ACTIVATIONS)
+    # the lip feature is multiplied by this before it enters the nets: a prepared lip feature
+    # spreads ~0.001-0.01 per component (metres in its PCA basis), so at scale 1 a net needs
+    # weights of ~100 before the lips can move anything (train.config.TrainConfig.lip_input)
+    lip_scale: float = 1.0
     grid_levels: int = 4  # "grid": tri-plane levels, from grid_base_resolution to grid_max_resolution
     grid_base_resolution: int = 16
     grid_max_resolution: int = 64

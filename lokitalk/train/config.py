@@ -41,6 +41,9 @@ class TrainConfig:
     compile: str = "auto"  # torch.compile of the canonical field: auto = on for CUDA
     log_every: int = 10
     seed: int = 0
+    # "raw": the prepared lip feature as is; "unit": scaled by one factor to unit overall spread
+    # (lokitalk.train.trainer.lip_input_scale; a prior's models read their own shared lip space)
+    lip_input: str = "raw"
     train_seconds: float | None = None  # train on the first N s of the train split only (test frames unchanged)
 
 

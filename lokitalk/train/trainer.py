@@ -76,8 +76,25 @@ def _parameter_groups(model: TalkingHead, config: TrainConfig) -> list[dict]:
     return groups
 
 
-def build_model(config: TrainConfig, lip_dim: int, device: torch.device) -> TalkingHead:
-    deformation = replace(config.model.deformation, lip_dim=lip_dim)
+def lip_input_scale(lip_features, mode: str) -> float:
+    """The model's lip_scale for `TrainConfig.lip_input`: "raw" keeps the prepared feature;
+    "unit" divides it by its overall spread on the training frames (the root of the summed
+    per-component variances), so the whole feature spreads ~1 while its components keep their
+    relative sizes (unlike whitening each component: docs/RESULTS.md, demo section)."""
+    if mode == "raw":
+        return 1.0
+    if mode != "unit":
+        raise InputError(f"lip_input must be raw or unit, not {mode!r}")
+    import numpy as np
+
+    spread = float(np.sqrt(np.asarray(lip_features, np.float64).var(axis=0).sum()))
+    return 1.0 / spread if spread > 1e-12 else 1.0
+
+
+def build_model(config: TrainConfig, lip_features, device: torch.device) -> TalkingHead:
+    """A fresh model for lip features [N,K] (those of the training frames)."""
+    deformation = replace(config.model.deformation, lip_dim=lip_features.shape[1],
+                          lip_scale=lip_input_scale(lip_features, config.lip_input))
     return TalkingHead(replace(config.model, deformation=deformation)).to(device)
 
 
@@ -100,7 +117,7 @@ def train(avatar_dir: Path, model_dir: Path, config: TrainConfig, device: str = 
     torch.manual_seed(config.seed)
     schedule = None
     if prior is None:
-        model = build_model(config, avatar.lip_feature.shape[1], dev)
+        model = build_model(config, avatar.lip_feature[frames], dev)
     else:
         from .prior import finetune_model, finetune_schedule, load_prior
 
