@@ -149,6 +149,8 @@ def train(
                                          "from it and fine-tune (its model size replaces the preset's)."),
     train_seconds: Optional[float] = typer.Option(None, "--train-seconds", help="Train on the first N s of "
                                                   "the training frames only (test frames unchanged)."),
+    lip_input: str = typer.Option("unit", "--lip-input", help="unit: the lip feature scaled to unit spread "
+                                  "inside the model (default); raw: as prepared (models before 2026-11-25)."),
 ) -> None:
     """Train the talking head of one person on the avatar's training frames."""
     from .train.config import preset as make_preset
@@ -157,13 +159,15 @@ def train(
 
     if deformation not in ("region", "global"):
         raise LokiTalkError(f"--deformation must be region or global, not {deformation!r}")
+    if lip_input not in ("unit", "raw"):
+        raise LokiTalkError(f"--lip-input must be unit or raw, not {lip_input!r}")
     _check_preset_and_steps(preset, steps)
-    config = with_steps(make_preset(preset, deformation), steps)
+    from dataclasses import replace
+
+    config = replace(with_steps(make_preset(preset, deformation), steps), lip_input=lip_input)
     if train_seconds is not None:
         if train_seconds <= 0:
             raise LokiTalkError("--train-seconds must be positive")
-        from dataclasses import replace
-
         config = replace(config, train_seconds=train_seconds)
     summary = run_train(avatar, out, config, device=device, resume=resume, show_progress=not quiet, prior=prior)
     typer.echo(json.dumps(summary))

@@ -33,7 +33,7 @@ def test_train_points_at_an_unfinished_prepare(tmp_path, capsys):
 
 def test_train_rejects_bad_options(tmp_path, capsys):
     for args, needle in ((["--preset", "huge"], "--preset"), (["--deformation", "local"], "--deformation"),
-                         (["--steps", "0"], "--steps")):
+                         (["--steps", "0"], "--steps"), (["--lip-input", "whiten"], "--lip-input")):
         code, err = run_cli(["train", tmp_path, "--out", tmp_path / "m", *args], capsys)
         assert_one_line_error(code, err, needle)
 

@@ -41,9 +41,12 @@ class TrainConfig:
     compile: str = "auto"  # torch.compile of the canonical field: auto = on for CUDA
     log_every: int = 10
     seed: int = 0
-    # "raw": the prepared lip feature as is; "unit": scaled by one factor to unit overall spread
-    # (lokitalk.train.trainer.lip_input_scale; a prior's models read their own shared lip space)
-    lip_input: str = "raw"
+    # "unit": the lip feature scaled by one factor to unit overall spread inside the model
+    # (lokitalk.train.trainer.lip_input_scale); "raw": as prepared (spread ~0.001-0.01, what
+    # models before 2026-11-25 read). With "unit" the rendered lips followed their signal far
+    # better on 2 clips x 2 seeds (r 0.07-0.70 -> 0.70-0.91; docs/RESULTS.md, "Lip input scale").
+    # Models fine-tuned from a prior ignore it: they read the prior's shared lip space.
+    lip_input: str = "unit"
     train_seconds: float | None = None  # train on the first N s of the train split only (test frames unchanged)
 
 
