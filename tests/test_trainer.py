@@ -158,3 +158,17 @@ def test_lip_input_unit_scales_the_feature_once_inside_the_model(avatar, tmp_pat
     unscaled = render_frame(trained.model, prepared, cond, None, trained.render_config, background)
     np.testing.assert_array_equal(scaled, by_hand)
     assert np.abs(scaled.astype(int) - unscaled.astype(int)).max() > 0  # the factor reaches the render
+
+
+def test_a_resumed_run_keeps_the_lip_input_it_started_with(avatar, tmp_path):
+    """A folder started with raw lip input (e.g. before unit became the default) resumes raw: its
+    weights were learned on the unscaled feature."""
+    from lokitalk.render.loading import load_trained
+
+    train(avatar, tmp_path / "m", replace(micro_config(4), lip_input="raw", checkpoint_every=2), device="cpu",
+          show_progress=False, stop_after=2)
+    train(avatar, tmp_path / "m", replace(micro_config(4), checkpoint_every=2), device="cpu", show_progress=False,
+          resume=True)
+    trained = load_trained(tmp_path / "m")
+    assert trained.model.config.deformation.lip_scale == 1.0
+    assert json.loads((tmp_path / "m" / "model.json").read_text())["train"]["lip_input"] == "raw"

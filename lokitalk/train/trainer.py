@@ -114,6 +114,11 @@ def train(avatar_dir: Path, model_dir: Path, config: TrainConfig, device: str = 
     model_dir.mkdir(parents=True, exist_ok=True)
 
     frames = training_frames(avatar, config.train_seconds)
+    saved = model_dir / "model.json"
+    if resume and saved.exists():
+        # a run continues with the lip input it started with (folders from before the setting: raw)
+        started = json.loads(saved.read_text()).get("train", {}).get("lip_input", "raw")
+        config = replace(config, lip_input=started)
     torch.manual_seed(config.seed)
     schedule = None
     if prior is None:
