@@ -172,3 +172,32 @@ def test_a_resumed_run_keeps_the_lip_input_it_started_with(avatar, tmp_path):
     trained = load_trained(tmp_path / "m")
     assert trained.model.config.deformation.lip_scale == 1.0
     assert json.loads((tmp_path / "m" / "model.json").read_text())["train"]["lip_input"] == "raw"
+
+
+def test_eye_input_unit_centres_and_scales_the_eye_ratio_inside_the_model(avatar, tmp_path):
+    """`eye_input="unit"`: the saved model centres the eye ratio on its training mean and divides
+    by its spread; that renders exactly what the same weights render on the transformed input."""
+    from lokitalk.data.avatar import load_avatar, training_frames
+    from lokitalk.render.frames import frame_conditioning, render_frame
+    from lokitalk.render.loading import load_trained
+    from lokitalk.train.trainer import eye_input_transform
+
+    prepared = load_avatar(avatar)
+    eyes = prepared.eye_ratio[training_frames(prepared, None)].astype(np.float64)
+    mean, scale = eye_input_transform(eyes, "unit")
+    assert ((eyes - mean) * scale).mean() == pytest.approx(0.0, abs=1e-9)
+    assert ((eyes - mean) * scale).std() == pytest.approx(1.0, rel=1e-9)
+    with pytest.raises(InputError, match="raw or unit"):
+        eye_input_transform(eyes, "whiten")
+
+    train(avatar, tmp_path / "m", replace(micro_config(4), eye_input="unit"), device="cpu", show_progress=False)
+    trained = load_trained(tmp_path / "m")
+    deform = trained.model.config.deformation
+    assert (deform.eye_mean, deform.eye_scale) == pytest.approx((mean, scale), rel=1e-6)
+    cond = frame_conditioning(prepared, 5)
+    background = np.zeros((prepared.camera.height, prepared.camera.width, 3), np.uint8)
+    inside = render_frame(trained.model, prepared, cond, None, trained.render_config, background)
+    trained.model.config = replace(trained.model.config, deformation=replace(deform, eye_mean=0.0, eye_scale=1.0))
+    by_hand = render_frame(trained.model, prepared, dict(cond, eye_ratio=(cond["eye_ratio"] - mean) * scale), None,
+                           trained.render_config, background)
+    np.testing.assert_array_equal(inside, by_hand)

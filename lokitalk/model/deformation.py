@@ -62,6 +62,9 @@ class DeformationConfig:
     # spreads ~0.001-0.01 per component (metres in its PCA basis), so at scale 1 a net needs
     # weights of ~100 before the lips can move anything (train.config.TrainConfig.lip_input)
     lip_scale: float = 1.0
+    # the eye ratio enters as (eye - eye_mean) * eye_scale (TrainConfig.eye_input)
+    eye_mean: float = 0.0
+    eye_scale: float = 1.0
     grid_levels: int = 4  # "grid": tri-plane levels, from grid_base_resolution to grid_max_resolution
     grid_base_resolution: int = 16
     grid_max_resolution: int = 64

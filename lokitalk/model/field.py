@@ -185,7 +185,8 @@ class TalkingHead(nn.Module):
                   identity: "ResolvedIdentity | None" = None):
         """`identity` (multi-identity models): whose parts to use; default the model's own."""
         lip = batch["lip_feature"].to(directions.device) * self.config.deformation.lip_scale
-        eye = batch["eye_ratio"].to(directions.device)
+        deform = self.config.deformation
+        eye = (batch["eye_ratio"].to(directions.device) - deform.eye_mean) * deform.eye_scale
         pose = pose_vector(batch["rotation"].to(directions.device), batch["translation"].to(directions.device))
         ident = self._identity(identity)
         point_identity = None

@@ -47,6 +47,9 @@ class TrainConfig:
     # better on 2 clips x 2 seeds (r 0.07-0.70 -> 0.70-0.91; docs/RESULTS.md, "Lip input scale").
     # Models fine-tuned from a prior ignore it: they read the prior's shared lip space.
     lip_input: str = "unit"
+    # "raw": the eye ratio as prepared; "unit": centred on its training mean, unit spread
+    # (lokitalk.train.trainer.eye_input_transform; an experiment, docs/RESULTS.md)
+    eye_input: str = "raw"
     train_seconds: float | None = None  # train on the first N s of the train split only (test frames unchanged)
 
 

@@ -91,10 +91,26 @@ def lip_input_scale(lip_features, mode: str) -> float:
     return 1.0 / spread if spread > 1e-12 else 1.0
 
 
-def build_model(config: TrainConfig, lip_features, device: torch.device) -> TalkingHead:
-    """A fresh model for lip features [N,K] (those of the training frames)."""
+def eye_input_transform(eye_ratios, mode: str) -> tuple[float, float]:
+    """(eye_mean, eye_scale) for `TrainConfig.eye_input`: "raw" passes the eye ratio as prepared
+    (~0.25, spread ~0.03); "unit" centres it on its training mean and divides by its spread."""
+    if mode == "raw":
+        return 0.0, 1.0
+    if mode != "unit":
+        raise InputError(f"eye_input must be raw or unit, not {mode!r}")
+    import numpy as np
+
+    values = np.asarray(eye_ratios, np.float64)
+    spread = float(values.std())
+    return float(values.mean()), (1.0 / spread if spread > 1e-12 else 1.0)
+
+
+def build_model(config: TrainConfig, lip_features, device: torch.device, eye_ratios=None) -> TalkingHead:
+    """A fresh model for lip features [N,K] and eye ratios [N,2] (those of the training frames)."""
+    eye_mean, eye_scale = eye_input_transform(eye_ratios, config.eye_input) if eye_ratios is not None else (0.0, 1.0)
     deformation = replace(config.model.deformation, lip_dim=lip_features.shape[1],
-                          lip_scale=lip_input_scale(lip_features, config.lip_input))
+                          lip_scale=lip_input_scale(lip_features, config.lip_input),
+                          eye_mean=eye_mean, eye_scale=eye_scale)
     return TalkingHead(replace(config.model, deformation=deformation)).to(device)
 
 
@@ -118,11 +134,12 @@ def train(avatar_dir: Path, model_dir: Path, config: TrainConfig, device: str = 
     if resume and saved.exists():
         # a run continues with the lip input it started with (folders from before the setting: raw)
         started = json.loads(saved.read_text()).get("train", {}).get("lip_input", "raw")
-        config = replace(config, lip_input=started)
+        config = replace(config, lip_input=started,
+                         eye_input=json.loads(saved.read_text()).get("train", {}).get("eye_input", "raw"))
     torch.manual_seed(config.seed)
     schedule = None
     if prior is None:
-        model = build_model(config, avatar.lip_feature[frames], dev)
+        model = build_model(config, avatar.lip_feature[frames], dev, avatar.eye_ratio[frames])
     else:
         from .prior import finetune_model, finetune_schedule, load_prior
 
