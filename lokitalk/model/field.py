@@ -184,8 +184,8 @@ class TalkingHead(nn.Module):
     def field_for(self, batch: dict[str, torch.Tensor], directions: torch.Tensor,
                   identity: "ResolvedIdentity | None" = None):
         """`identity` (multi-identity models): whose parts to use; default the model's own."""
-        lip = batch["lip_feature"].to(directions.device) * self.config.deformation.lip_scale
-        deform = self.config.deformation
+        deform = self.config.deformation  # input scales fixed at training (lokitalk.train.trainer.build_model)
+        lip = batch["lip_feature"].to(directions.device) * deform.lip_scale
         eye = (batch["eye_ratio"].to(directions.device) - deform.eye_mean) * deform.eye_scale
         pose = pose_vector(batch["rotation"].to(directions.device), batch["translation"].to(directions.device))
         ident = self._identity(identity)

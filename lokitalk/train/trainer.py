@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 
 from .. import __version__
@@ -85,8 +86,6 @@ def lip_input_scale(lip_features, mode: str) -> float:
         return 1.0
     if mode != "unit":
         raise InputError(f"lip_input must be raw or unit, not {mode!r}")
-    import numpy as np
-
     spread = float(np.sqrt(np.asarray(lip_features, np.float64).var(axis=0).sum()))
     return 1.0 / spread if spread > 1e-12 else 1.0
 
@@ -98,16 +97,15 @@ def eye_input_transform(eye_ratios, mode: str) -> tuple[float, float]:
         return 0.0, 1.0
     if mode != "unit":
         raise InputError(f"eye_input must be raw or unit, not {mode!r}")
-    import numpy as np
-
     values = np.asarray(eye_ratios, np.float64)
     spread = float(values.std())
     return float(values.mean()), (1.0 / spread if spread > 1e-12 else 1.0)
 
 
-def build_model(config: TrainConfig, lip_features, device: torch.device, eye_ratios=None) -> TalkingHead:
+def build_model(config: TrainConfig, lip_features: np.ndarray, eye_ratios: np.ndarray, device: torch.device
+                ) -> TalkingHead:
     """A fresh model for lip features [N,K] and eye ratios [N,2] (those of the training frames)."""
-    eye_mean, eye_scale = eye_input_transform(eye_ratios, config.eye_input) if eye_ratios is not None else (0.0, 1.0)
+    eye_mean, eye_scale = eye_input_transform(eye_ratios, config.eye_input)
     deformation = replace(config.model.deformation, lip_dim=lip_features.shape[1],
                           lip_scale=lip_input_scale(lip_features, config.lip_input),
                           eye_mean=eye_mean, eye_scale=eye_scale)
@@ -130,16 +128,15 @@ def train(avatar_dir: Path, model_dir: Path, config: TrainConfig, device: str = 
     model_dir.mkdir(parents=True, exist_ok=True)
 
     frames = training_frames(avatar, config.train_seconds)
-    saved = model_dir / "model.json"
-    if resume and saved.exists():
-        # a run continues with the lip input it started with (folders from before the setting: raw)
-        started = json.loads(saved.read_text()).get("train", {}).get("lip_input", "raw")
-        config = replace(config, lip_input=started,
-                         eye_input=json.loads(saved.read_text()).get("train", {}).get("eye_input", "raw"))
+    previous = json.loads((model_dir / "model.json").read_text()) if (model_dir / "model.json").exists() else {}
+    if resume and previous:
+        # a run continues with the signal inputs it started with (folders from before them: raw)
+        started = previous.get("train", {})
+        config = replace(config, lip_input=started.get("lip_input", "raw"), eye_input=started.get("eye_input", "raw"))
     torch.manual_seed(config.seed)
     schedule = None
     if prior is None:
-        model = build_model(config, avatar.lip_feature[frames], dev, avatar.eye_ratio[frames])
+        model = build_model(config, avatar.lip_feature[frames], avatar.eye_ratio[frames], dev)
     else:
         from .prior import finetune_model, finetune_schedule, load_prior
 
@@ -173,8 +170,7 @@ def train(avatar_dir: Path, model_dir: Path, config: TrainConfig, device: str = 
                                    frames=frames, seed=config.seed + 1)
 
     # a stable id for this model: it names the model in every watermark and manifest it stamps
-    previous = model_dir / "model.json"
-    model_id = (json.loads(previous.read_text()).get("model_id") if previous.exists() else None) or uuid.uuid4().hex
+    model_id = previous.get("model_id") or uuid.uuid4().hex
     (model_dir / "model.json").write_text(json.dumps({
         "format": MODEL_FORMAT, "model_id": model_id, "lokitalk_version": __version__,
         "avatar": str(Path(avatar_dir).resolve()),
