@@ -64,3 +64,39 @@ def test_sampler_batches_carry_their_frame_conditioning(tmp_path):
     patches = RaySampler(avatar, RayBatchConfig(patch_size=16), seed=1).sample()
     px = patches["pixels"].numpy().reshape(16, 16, 2)
     assert np.all(np.diff(px[..., 0], axis=1) == 1) and np.all(np.diff(px[..., 1], axis=0) == 1)
+
+
+def test_blink_frames_match_a_per_frame_reference():
+    from types import SimpleNamespace
+
+    from lokitalk.data.avatar import blink_frames
+
+    avatar = SimpleNamespace(num_frames=40, blinks=np.array([[0, 1], [10, 12], [38, 39]]))
+    frames = np.arange(0, 36)  # the last blink lies in frames not given: it must not appear
+    expected = [f for f in frames if any(a - 2 <= f <= b + 2 for a, b in avatar.blinks)]
+    np.testing.assert_array_equal(blink_frames(avatar, frames, margin=2), expected)
+    assert blink_frames(SimpleNamespace(num_frames=5, blinks=np.zeros((0, 2), int)), np.arange(5)).size == 0
+
+
+def test_sampler_draws_blink_frames_as_often_as_asked_and_replays_without_them(tmp_path):
+    pytest.importorskip("mediapipe")
+    from dataclasses import replace
+
+    from conftest import synthetic_avatar
+    from lokitalk.data.avatar import load_avatar
+
+    avatar = load_avatar(synthetic_avatar(tmp_path, 3.0, 128, 2))
+    train = np.asarray(avatar.split.train)
+    avatar = replace(avatar, blinks=np.array([[train[10], train[11]]]))  # 4 of the train frames with the margin
+    in_blink = set(train[9:13].tolist())
+    config = RayBatchConfig(rays_per_batch=8, mouth_fraction=0.0, blink_frame_fraction=0.5)
+    sampler = RaySampler(avatar, config, seed=3)
+    drawn = [sampler._draw_frame() for _ in range(2000)]
+    share = np.mean([f in in_blink for f in drawn])
+    expected = 0.5 + 0.5 * len(in_blink) / len(train)  # half from blinks, half uniform over all
+    assert abs(share - expected) < 0.04, (share, expected)
+    assert set(drawn) <= set(train.tolist())
+    # off: exactly the frame sequence of a plain uniform draw, so older runs replay unchanged
+    plain = RaySampler(avatar, replace(config, blink_frame_fraction=0.0), seed=3)
+    reference = np.random.default_rng(3)
+    assert [plain._draw_frame() for _ in range(50)] == [int(reference.choice(train)) for _ in range(50)]

@@ -156,3 +156,13 @@ def training_frames(avatar, train_seconds: float | None) -> np.ndarray:
     if len(keep) < 2:
         raise InputError(f"train_seconds={train_seconds} leaves fewer than 2 training frames")
     return keep
+
+
+def blink_frames(avatar, frames: np.ndarray, margin: int = 1) -> np.ndarray:
+    """The frames of `frames` that lie inside one of the avatar's detected blinks, widened by
+    `margin` frames either side (the closing and opening frames carry the blink too)."""
+    frames = np.asarray(frames)
+    inside = np.zeros(avatar.num_frames, bool)
+    for first, last in np.asarray(avatar.blinks, int).reshape(-1, 2):
+        inside[max(0, first - margin):last + margin + 1] = True
+    return frames[inside[frames]]

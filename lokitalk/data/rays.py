@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .avatar import Avatar, resize_image
+from .avatar import Avatar, blink_frames, resize_image
 
 
 def pixel_rays(rotation: np.ndarray, translation: np.ndarray, focal: float, cx: float, cy: float,
@@ -61,6 +61,9 @@ class RayBatchConfig:
     mouth_fraction: float = 0.25  # share of rays drawn inside the mouth region (lip detail)
     image_scale: float = 1.0  # train on frames resized by this factor (0.5: a quarter of the rays)
     eye_fraction: float = 0.0  # share of rays drawn inside the eye region (blinks are a few pixels)
+    # share of batches drawn from frames inside a blink: closed eyes are ~3-8 % of a clip's
+    # frames, too few for the eye ratio's effect to be learned as deep as it really is
+    blink_frame_fraction: float = 0.0
 
 
 class RaySampler:
@@ -71,6 +74,7 @@ class RaySampler:
         self.avatar = avatar
         self.config = config
         self.frames = avatar.split.train if frames is None else np.asarray(frames)
+        self.blink_frames = blink_frames(avatar, self.frames)
         self.rng = np.random.default_rng(seed)
         self._cache: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self.camera = avatar.camera.scaled(config.image_scale)
@@ -108,10 +112,17 @@ class RaySampler:
         ys = np.concatenate(ys_parts + [self.rng.integers(0, h, n - drawn)])
         return xs, ys
 
+    def _draw_frame(self) -> int:
+        fraction = self.config.blink_frame_fraction
+        # no extra random draw when off: runs without it replay exactly as before it existed
+        if fraction > 0 and len(self.blink_frames) and self.rng.random() < fraction:
+            return int(self.rng.choice(self.blink_frames))
+        return int(self.rng.choice(self.frames))
+
     def sample(self, frame: int | None = None) -> dict[str, torch.Tensor]:
         """One batch from one frame (rays of a frame share its conditioning)."""
         a = self.avatar
-        index = int(self.rng.choice(self.frames)) if frame is None else int(frame)
+        index = self._draw_frame() if frame is None else int(frame)
         rgb, alpha, labels = self._images(index)
         xs, ys = self._pixels(labels)
         cam = self.camera

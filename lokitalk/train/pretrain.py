@@ -39,7 +39,7 @@ from torch import nn
 
 from .. import __version__
 from ..data.avatar import load_avatar, training_frames
-from ..data.rays import RayBatchConfig, RaySampler
+from ..data.rays import RaySampler
 from ..errors import InputError
 from ..model.field import TalkingHead
 from ..model.identity import IdentityConfig, IdentityEncoder, IdentityParts, encoder_inputs
@@ -47,7 +47,7 @@ from ..model.renderer import OccupancyGrid, RenderConfig, render_rays
 from ..render.frames import frame_render_config
 from .accelerate import accelerate_model, resolve
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import TrainConfig
+from .config import TrainConfig, training_rays
 from .distributed import DistInfo, barrier, gather_to_main, init_distributed, mean_over_ranks, shutdown, wrap
 from .losses import attention_loss, opacity_loss, photometric_loss, psnr
 from .progress import progress_bar
@@ -195,8 +195,7 @@ def _pretrain(info: DistInfo, avatar_dirs, out: Path, config: PretrainConfig, re
                                 {"params": [parts.dynamic, parts.appearance, parts.geometry],
                                  "lr": train_cfg.lr_network}], betas=(0.9, 0.99), eps=1e-15)
         seed = train_cfg.seed + 7919 * (index + 1)  # by identity, not by rank: any layout, same data
-        sampler = RaySampler(avatar, RayBatchConfig(train_cfg.rays_per_batch, 0, train_cfg.mouth_fraction,
-                                                    train_cfg.image_scale, train_cfg.eye_fraction), frames=frames[index], seed=seed)
+        sampler = RaySampler(avatar, training_rays(train_cfg), frames=frames[index], seed=seed)
         images, cameras = encoder_inputs(avatar, frames[index], identity_cfg)
         mine.append(_Identity(index, names[index], avatar, parts, opt, sampler, torch.Generator().manual_seed(seed),
                               OccupancyGrid(field_cfg.box_min, field_cfg.box_max,

@@ -33,7 +33,7 @@ from ..model.renderer import OccupancyGrid, RenderConfig
 from ..render.frames import render_batch
 from .accelerate import accelerate_model, resolve
 from .checkpoint import load_checkpoint, model_config_to_dict, save_checkpoint
-from .config import TrainConfig
+from .config import TrainConfig, training_rays
 from .losses import attention_loss, opacity_loss, photometric_loss, psnr
 from .progress import progress_bar
 
@@ -154,9 +154,7 @@ def train(avatar_dir: Path, model_dir: Path, config: TrainConfig, device: str = 
         lambdas = [lambda s: decay**s * schedule.shared_factor(s, True),
                    lambda s: decay**s * schedule.shared_factor(s, False), lambda s: decay**s, lambda s: decay**s]
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
-    sampler = RaySampler(avatar, RayBatchConfig(config.rays_per_batch, 0, config.mouth_fraction, config.image_scale,
-                                                   config.eye_fraction),
-                         frames=frames, seed=config.seed)
+    sampler = RaySampler(avatar, training_rays(config), frames=frames, seed=config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     render_cfg = RenderConfig(samples_per_ray=config.samples_per_ray, stratified=True,
                               box_sampling=config.box_sampling)
