@@ -187,7 +187,7 @@ def experiment(args) -> None:
             raise SystemExit(f"error: held-out identities also in pretraining: {sorted(overlap)}")
         config = PretrainConfig(train=replace(with_steps(preset(args.preset), args.pretrain_steps),
                                               compile=args.compile),
-                                identities_per_step=args.identities_per_step)
+                                identities_per_step=args.identities_per_step, lip_scaling=args.lip_scaling)
         shutil.rmtree(out / "pretrain", ignore_errors=True)
         start = time.perf_counter()
         summary = pretrain(args.pretrain, out / "pretrain", config, device=device, show_progress=False,
@@ -383,6 +383,8 @@ def main() -> None:
     parser.add_argument("--preset", default="tiny")
     parser.add_argument("--pretrain-steps", type=int, default=None)
     parser.add_argument("--identities-per-step", type=int, default=1)
+    parser.add_argument("--lip-scaling", default="component", help="the prior's shared lip space: component "
+                        "(each direction at unit spread) or overall (one factor; lokitalk.train.prior)")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--evals", type=int, default=6, help="evaluation points per run")
     parser.add_argument("--seconds", default="5,10,all")

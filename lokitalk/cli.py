@@ -183,6 +183,8 @@ def pretrain(
                                             "a multiple of the number of ranks (0: one per rank)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (under torchrun: one GPU a rank)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT's last checkpoint."),
+    lip_scaling: str = typer.Option("component", "--lip-scaling", help="The shared lip space: 'component' "
+                                    "scales each direction to unit spread, 'overall' all by one factor."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
 ) -> None:
     """Pretrain a multi-identity prior (one process, or many under torchrun: DDP, NCCL/gloo)."""
@@ -190,11 +192,15 @@ def pretrain(
     from .train.config import with_steps
     from .train.pretrain import PretrainConfig
     from .train.pretrain import pretrain as run_pretrain
+    from .train.prior import LIP_SCALINGS
 
     _check_preset_and_steps(preset, steps)
     if not avatars:
         raise LokiTalkError("pretrain needs at least one avatar folder")
-    config = PretrainConfig(train=with_steps(make_preset(preset), steps), identities_per_step=identities_per_step)
+    if lip_scaling not in LIP_SCALINGS:  # before OUT is created
+        raise LokiTalkError(f"--lip-scaling must be one of {', '.join(LIP_SCALINGS)}, not {lip_scaling!r}")
+    config = PretrainConfig(train=with_steps(make_preset(preset), steps), identities_per_step=identities_per_step,
+                            lip_scaling=lip_scaling)
     summary = run_pretrain(avatars, out, config, device=device, resume=resume, show_progress=not quiet)
     import os
 

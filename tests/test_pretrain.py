@@ -155,3 +155,34 @@ def test_two_gloo_processes_follow_the_one_process_trajectory(identities, tmp_pa
     for (_, a), (_, b) in zip(one_log, two_log):
         assert b == pytest.approx(a, rel=1e-3)
     assert (tmp_path / "two" / "prior" / "identities" / "bob.safetensors").exists()  # gathered from rank 1
+
+
+def test_overall_lip_scaling_keeps_the_directions_proportions(identities):
+    from lokitalk.data.avatar import load_avatar
+    from lokitalk.errors import InputError
+    from lokitalk.train.prior import fit_lip_space, lip_map
+
+    avatars = [load_avatar(path) for path in identities.values()]
+    frames = [np.asarray(a.split.train) for a in avatars]
+    per_component = fit_lip_space(avatars, frames, components=6, scaling="component")
+    overall = fit_lip_space(avatars, frames, components=6, scaling="overall")
+    np.testing.assert_allclose(overall.components, per_component.components)
+    assert np.ptp(overall.scale) == 0  # one factor for every direction
+    mapped = {}
+    for name, space in (("component", per_component), ("overall", overall)):
+        rows = []
+        for avatar, f in zip(avatars, frames):
+            matrix, bias = lip_map(avatar, f, space)
+            rows.append(avatar.lip_feature[f] @ matrix + bias)
+        mapped[name] = np.concatenate(rows)
+    # the same features, each direction rescaled: component-scaled x its spread / the common factor
+    np.testing.assert_allclose(mapped["overall"], mapped["component"] * per_component.scale / overall.scale,
+                               rtol=1e-4, atol=1e-6)
+    # unit overall spread about the rest mouth (the basis is an uncentred, identity-balanced PCA;
+    # the three clips have about equal frame counts, hence the margin)
+    total = (mapped["overall"] ** 2).mean(0).sum()
+    assert 0.8 < total < 1.25, total
+    spreads = np.sqrt((mapped["overall"] ** 2).mean(0))
+    assert spreads[0] > 2 * spreads[-1]  # the major direction stays the major one (whitening would equalise)
+    with pytest.raises(InputError, match="lip scaling must be one of"):
+        fit_lip_space(avatars, frames, scaling="whiten")

@@ -62,6 +62,7 @@ class PretrainConfig:
     code_weight: float = 1e-3  # L2 on each identity's parts (encoder output + residual)
     residual_weight: float = 1e-2  # L2 on the identity residuals (the encoder carries the rest)
     lip_components: int = 16
+    lip_scaling: str = "component"  # the shared lip space's scaling (prior.fit_lip_space)
 
 
 class PriorNet(nn.Module):
@@ -168,7 +169,7 @@ def _pretrain(info: DistInfo, avatar_dirs, out: Path, config: PretrainConfig, re
         (ckpt_dir / "identities").mkdir(parents=True, exist_ok=True)
     barrier(info)
 
-    space = fit_lip_space(avatars, frames, config.lip_components)
+    space = fit_lip_space(avatars, frames, config.lip_components, config.lip_scaling)
     identity_cfg = replace(config.identity, source_lip_dim=lip_dims.pop())
     model_cfg = prior_model_config(train_cfg.model, identity_cfg, len(space.scale))
     torch.manual_seed(train_cfg.seed)
@@ -255,7 +256,7 @@ def _pretrain(info: DistInfo, avatar_dirs, out: Path, config: PretrainConfig, re
             "identities": names, "world_size": info.world_size, "device": str(dev),
             "pretrain": {"identities_per_step": per_rank * info.world_size,
                          "residual_weight": config.residual_weight, "code_weight": config.code_weight,
-                         "lip_components": config.lip_components},
+                         "lip_components": config.lip_components, "lip_scaling": config.lip_scaling},
             "train": {k: v for k, v in train_cfg.__dict__.items() if k != "model"},
             "consents": [c["consent_id"] for c in consents]}, indent=2))
     progress = progress_bar("pretrain", show_progress and info.is_main, train_cfg.steps, start_step)

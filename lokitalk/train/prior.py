@@ -68,14 +68,30 @@ def _usable(avatar, frames: np.ndarray) -> np.ndarray:
     return good if len(good) else frames
 
 
-def fit_lip_space(avatars: list, frames: list[np.ndarray], components: int = 16) -> LipSpace:
-    """Shared lip basis over the given training frames of `avatars`, balanced per identity."""
+LIP_SCALINGS = ("component", "overall")
+
+
+def fit_lip_space(avatars: list, frames: list[np.ndarray], components: int = 16,
+                  scaling: str = "component") -> LipSpace:
+    """Shared lip basis over the given training frames of `avatars`, balanced per identity.
+
+    `scaling`: "component" divides each component by its own spread (every direction at unit
+    spread, the minor ones blown up as far as 20x); "overall" divides them all by one factor,
+    the root of their summed mean square about the rest mouth, so the space has unit overall
+    spread and its directions keep their real proportions (as `TrainConfig.lip_input="unit"`
+    does for one person)."""
     from ..audio2motion.shared_basis import fit_shared_basis_arrays
 
+    if scaling not in LIP_SCALINGS:
+        raise InputError(f"lip scaling must be one of {', '.join(LIP_SCALINGS)}, not {scaling!r}")
     basis = fit_shared_basis_arrays([_mouths(a) for a in avatars], [identity_of(a) for a in avatars], components,
                                     [_usable(a, f) for a, f in zip(avatars, frames)])
-    spread = np.sqrt(np.maximum(basis.explained_variance, 0))
-    spread = np.maximum(spread, 0.05 * spread.max() + 1e-12)  # near-empty directions are not blown up
+    variance = np.maximum(basis.explained_variance, 0)
+    if scaling == "overall":
+        spread = np.full(len(variance), np.sqrt(variance.sum()) + 1e-12)
+    else:
+        spread = np.sqrt(variance)
+        spread = np.maximum(spread, 0.05 * spread.max() + 1e-12)  # near-empty directions are not blown up
     return LipSpace(basis.components.astype(np.float64), spread.astype(np.float64))
 
 
