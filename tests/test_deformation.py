@@ -157,38 +157,3 @@ def test_the_model_renders_density_only_inside_its_box():
     outside = torch.full((4, 3), 2.0)
     assert torch.all(model.canonical.density(inside) > 0)
     assert torch.all(model.canonical.density(outside) == 0)
-
-
-def test_eye_appearance_is_the_gated_eye_projection_and_reaches_the_colours_only_there():
-    import pytest
-
-    torch.manual_seed(3)
-    config = ModelConfig(deformation=DeformationConfig(kind="region", eye_appearance_dim=3))
-    model = TalkingHead(config)
-    x, lip, eye, pose = inputs(m=32)
-    directions = torch.nn.functional.normalize(torch.randn(32, 3), dim=-1)
-    one = (lip[:1], eye[:1], pose[:1])
-    other_eye = eye[:1] + 0.2
-    # fresh: the colour ignores the eyes (the projection starts at zero)
-    _, rgb_a, _ = model.evaluate_points(x, directions, *one)
-    _, rgb_b, _ = model.evaluate_points(x, directions, one[0], other_eye, one[2])
-    torch.testing.assert_close(rgb_a, rgb_b)
-    deform = model.deformation
-    with torch.no_grad():
-        deform.eye_appearance.weight.normal_()
-        deform.eye_appearance.bias.normal_()
-    # per-point reference: a_eye(x) * (W eye + b), a_eye from the attention net
-    out = deform(x, *one)
-    for m in range(0, 32, 7):
-        a_eye = torch.sigmoid(deform.face_attention(deform.position(x[m:m + 1])))[0, 1]
-        expected = a_eye * (deform.eye_appearance.weight @ eye[0] + deform.eye_appearance.bias)
-        torch.testing.assert_close(out.appearance[m], expected)
-    _, rgb_b, _ = model.evaluate_points(x, directions, one[0], other_eye, one[2])
-    assert (rgb_a - rgb_b).abs().max() > 1e-4  # now the eyes change colours...
-    with torch.no_grad():
-        deform.face_attention[-1].bias[1] = -1e4  # ...but not where the eye attention is zero
-    _, rgb_a, _ = model.evaluate_points(x, directions, *one)
-    _, rgb_b, _ = model.evaluate_points(x, directions, one[0], other_eye, one[2])
-    torch.testing.assert_close(rgb_a, rgb_b)
-    with pytest.raises(ValueError, match="region model"):
-        build_deformation(DeformationConfig(kind="global", eye_appearance_dim=3))

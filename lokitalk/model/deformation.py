@@ -11,12 +11,6 @@ Region-specific (LokiTalk), two cascaded stages:
   the camera, so the head stays rigid in the head frame while the neck and torso, which do not
   turn with the head, are moved back by this stage.
 
-With `eye_appearance_dim` > 0 the eye ratio also reaches the colour head: a_eye(x) * W eye, a few
-features per point, added to the canonical colour head's input (`DeformationOutput.appearance`).
-A blink is a change of what covers the eye (lid over iris), which a deformation of one static
-canonical field can only fake by moving skin a few pixels; gated by a_eye, the colour change
-stays in the eye region like the motion does.
-
 With `separate_eyes` the eyes get their own branch of stage 1: dx_eye = a_eye(x) *
 e(posenc(x), a_eye(x) * eye), added to the lip trunk's dx_face, which then sees the lip feature
 only. Sharing one trunk, the two signals compete for the same hidden units: aiming training
@@ -71,7 +65,6 @@ class DeformationConfig:
     # the eye ratio enters as (eye - eye_mean) * eye_scale (TrainConfig.eye_input)
     eye_mean: float = 0.0
     eye_scale: float = 1.0
-    eye_appearance_dim: int = 0  # region model: > 0 feeds the eye ratio, gated by a_eye, to the colour head
     grid_levels: int = 4  # "grid": tri-plane levels, from grid_base_resolution to grid_max_resolution
     grid_base_resolution: int = 16
     grid_max_resolution: int = 64
@@ -166,7 +159,6 @@ class DeformationOutput:
     canonical: torch.Tensor  # [M,3] points in the canonical space
     attention: dict[str, torch.Tensor]  # name -> [M] per-point attention (region model only)
     offset: torch.Tensor  # [M,3] total displacement
-    appearance: torch.Tensor | None = None  # [M, eye_appearance_dim] per-point colour-head input, or None
 
 
 class RegionDeformation(nn.Module):
@@ -190,10 +182,6 @@ class RegionDeformation(nn.Module):
         self.face_out = nn.Linear(config.hidden, 3)
         if config.separate_eyes:
             self.eye_net = mlp(pe + s, config.hidden, 3, layers=1, zero_last=True, activation=act)
-        if config.eye_appearance_dim:
-            self.eye_appearance = nn.Linear(config.eye_dim, config.eye_appearance_dim)
-            nn.init.zeros_(self.eye_appearance.weight)  # a fresh model's colours ignore the eyes
-            nn.init.zeros_(self.eye_appearance.bias)
         self.torso_attention = mlp(pe, config.hidden, 1, layers=1, activation=act)
         self.torso_net = mlp(pe + s + config.hidden, config.hidden, 3, layers=2, zero_last=True, activation=act)
         nn.init.zeros_(self.face_out.weight)
@@ -225,17 +213,12 @@ class RegionDeformation(nn.Module):
         pose_in = self.pose_proj(pose).expand(x.shape[0], -1)
         dx_torso = a_torso[:, None] * self.torso_net(torch.cat([enc1, pose_in, hidden], -1))
         canonical = x1 + dx_torso
-        appearance = None
-        if self.config.eye_appearance_dim:
-            appearance = a_eye[:, None] * self.eye_appearance(eye)
-        return DeformationOutput(canonical, {"lip": a_lip, "eye": a_eye, "torso": a_torso}, canonical - x, appearance)
+        return DeformationOutput(canonical, {"lip": a_lip, "eye": a_eye, "torso": a_torso}, canonical - x)
 
 
 class GlobalDeformation(nn.Module):
     def __init__(self, config: DeformationConfig, box_min=None, box_max=None):
         super().__init__()
-        if config.eye_appearance_dim:
-            raise ValueError("eye_appearance_dim needs the region model's eye attention (deformation 'region')")
         self.config = config
         self.position = PositionEncoder(config, box_min, box_max)
         pe = self.position.output_dim

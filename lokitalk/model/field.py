@@ -47,9 +47,7 @@ class FieldConfig:
 
 
 class CanonicalField(nn.Module):
-    def __init__(self, config: FieldConfig = FieldConfig(), point_appearance_dim: int = 0):
-        """`point_appearance_dim`: width of a per-point colour-head input from the deformation
-        (`DeformationConfig.eye_appearance_dim`), 0 for none."""
+    def __init__(self, config: FieldConfig = FieldConfig()):
         super().__init__()
         self.config = config
         self.encoding = TriPlaneEncoding(config.grid)
@@ -60,8 +58,8 @@ class CanonicalField(nn.Module):
         with torch.no_grad():  # start nearly empty (density ~0.37/m), so that space can be pruned early
             self.density_net[-1].bias[0] = -1.0
         dir_dim = 3 + 6 * config.direction_frequencies
-        self.color_net = mlp(config.geometry_features + dir_dim + config.appearance_code_dim + point_appearance_dim,
-                             config.hidden, 3, layers=2)
+        self.color_net = mlp(config.geometry_features + dir_dim + config.appearance_code_dim, config.hidden, 3,
+                             layers=2)
 
     def normalise(self, points: torch.Tensor) -> torch.Tensor:
         return (points - self.box_min) / (self.box_max - self.box_min) * 2.0 - 1.0
@@ -83,15 +81,13 @@ class CanonicalField(nn.Module):
         return self._raw(points, feature_offset, geometry_code)[0]
 
     def forward(self, points: torch.Tensor, directions: torch.Tensor, feature_offset: torch.Tensor | None = None,
-                geometry_code: torch.Tensor | None = None, appearance_code: torch.Tensor | None = None,
-                point_appearance: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                geometry_code: torch.Tensor | None = None, appearance_code: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
         density, geometry = self._raw(points, feature_offset, geometry_code)
         d = positional_encoding(directions, self.config.direction_frequencies)
         parts = [geometry, d.to(geometry.dtype)]
         if appearance_code is not None:
             parts.append(appearance_code.to(geometry.dtype).expand(points.shape[0], -1))
-        if point_appearance is not None:  # [M, point_appearance_dim]
-            parts.append(point_appearance.to(geometry.dtype))
         rgb = torch.sigmoid(self.color_net(torch.cat(parts, -1)))
         return density, rgb
 
@@ -132,7 +128,7 @@ class TalkingHead(nn.Module):
         super().__init__()
         self.config = config
         self.deformation = build_deformation(config.deformation, config.field.box_min, config.field.box_max)
-        self.canonical = CanonicalField(config.field, config.deformation.eye_appearance_dim)
+        self.canonical = CanonicalField(config.field)
         # what evaluates sample points (deformation and canonical field): `evaluate_points` itself,
         # or a compiled wrapper of it (lokitalk.train.accelerate); a plain attribute, so it adds
         # nothing to the state dict
@@ -174,7 +170,7 @@ class TalkingHead(nn.Module):
         function, so that it compiles into one graph."""
         if identity is None:
             deformed = self.deformation(points, lip, eye, pose)
-            density, rgb = self.canonical(deformed.canonical, directions, point_appearance=deformed.appearance)
+            density, rgb = self.canonical(deformed.canonical, directions)
         else:
             from .identity import offset_features
 
@@ -182,7 +178,7 @@ class TalkingHead(nn.Module):
             offset = offset_features(identity.offset, self.canonical.normalise(deformed.canonical),
                                      self.canonical.encoding.config)
             density, rgb = self.canonical(deformed.canonical, directions, offset, identity.geometry,
-                                          identity.appearance, deformed.appearance)
+                                          identity.appearance)
         return density, rgb, deformed.attention
 
     def field_for(self, batch: dict[str, torch.Tensor], directions: torch.Tensor,
