@@ -127,6 +127,8 @@ def run_arm(avatar_dir: Path, out: Path, arm: str, seconds: float | None, args, 
     every = max(1, args.steps // args.evals)
     config = replace(with_steps(preset(args.preset, kind), args.steps), train_seconds=seconds,
                      checkpoint_every=every, log_every=min(10, every), compile=args.compile, seed=seed)
+    if use_prior and args.finetune_schedule:
+        config = replace(config, finetune_schedule=tuple(float(v) for v in args.finetune_schedule.split(",")))
     if config.lpips_weight > 0 and not lpips_available():
         config = replace(config, lpips_weight=0.0)  # no LPIPS weights on this machine: no LPIPS loss
     model_dir = out / "models" / f"{avatar_dir.name}_{seconds or 'all'}_{arm}_s{seed}"
@@ -383,6 +385,8 @@ def main() -> None:
     parser.add_argument("--preset", default="tiny")
     parser.add_argument("--pretrain-steps", type=int, default=None)
     parser.add_argument("--identities-per-step", type=int, default=1)
+    parser.add_argument("--finetune-schedule", default=None, metavar="FRACTION,NETS,GRID",
+                        help="the prior arm's fine-tune schedule (TrainConfig.finetune_schedule); default: by seconds")
     parser.add_argument("--lip-scaling", default="component", help="the prior's shared lip space: component "
                         "(each direction at unit spread) or overall (one factor; lokitalk.train.prior)")
     parser.add_argument("--steps", type=int, default=300)

@@ -134,6 +134,22 @@ def demo(
                            "total_s": metrics.get("total_s")}))
 
 
+def _parse_schedule(text: str, prior: Optional[Path]) -> tuple[float, float, float]:
+    """`--finetune-schedule`, checked before the model folder is created."""
+    from .train.prior import finetune_schedule
+
+    if prior is None:
+        raise LokiTalkError("--finetune-schedule needs --prior: it says how a prior is fine-tuned")
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3:
+        raise LokiTalkError(f"--finetune-schedule takes FRACTION,NETS,GRID (e.g. 0.1,1,1), not {text!r}")
+    finetune_schedule(0.0, 1, values)  # range check: a one-line error
+    return values
+
+
 @app.command()
 def train(
     avatar: Path = typer.Argument(..., help="Avatar folder written by `lokitalk prepare`."),
@@ -151,6 +167,10 @@ def train(
                                                   "the training frames only (test frames unchanged)."),
     lip_input: str = typer.Option("unit", "--lip-input", help="unit: the lip feature scaled to unit spread "
                                   "inside the model (default); raw: as prepared (models before 2026-11-25)."),
+    finetune_schedule: Optional[str] = typer.Option(None, "--finetune-schedule", metavar="FRACTION,NETS,GRID",
+                                                    help="With --prior: the share of steps where only the "
+                                                    "person's parts learn, then the shared nets' and grid's "
+                                                    "learning-rate scales (default: chosen by seconds of video)."),
 ) -> None:
     """Train the talking head of one person on the avatar's training frames."""
     from .train.config import preset as make_preset
@@ -169,6 +189,8 @@ def train(
         if train_seconds <= 0:
             raise LokiTalkError("--train-seconds must be positive")
         config = replace(config, train_seconds=train_seconds)
+    if finetune_schedule is not None:
+        config = replace(config, finetune_schedule=_parse_schedule(finetune_schedule, prior))
     summary = run_train(avatar, out, config, device=device, resume=resume, show_progress=not quiet, prior=prior)
     typer.echo(json.dumps(summary))
 

@@ -33,9 +33,14 @@ def test_train_points_at_an_unfinished_prepare(tmp_path, capsys):
 
 def test_train_rejects_bad_options(tmp_path, capsys):
     for args, needle in ((["--preset", "huge"], "--preset"), (["--deformation", "local"], "--deformation"),
-                         (["--steps", "0"], "--steps"), (["--lip-input", "whiten"], "--lip-input")):
+                         (["--steps", "0"], "--steps"), (["--lip-input", "whiten"], "--lip-input"),
+                         (["--finetune-schedule", "0.1,1,1"], "needs --prior"),
+                         (["--prior", tmp_path, "--finetune-schedule", "0.1,1"], "FRACTION,NETS,GRID"),
+                         (["--prior", tmp_path, "--finetune-schedule", "a,b,c"], "FRACTION,NETS,GRID"),
+                         (["--prior", tmp_path, "--finetune-schedule", "1.5,1,1"], "fraction in [0, 1]")):
         code, err = run_cli(["train", tmp_path, "--out", tmp_path / "m", *args], capsys)
         assert_one_line_error(code, err, needle)
+        assert not (tmp_path / "m").exists()
 
 
 def test_render_and_evaluate_need_a_trained_model(tmp_path, capsys):

@@ -117,3 +117,17 @@ def test_a_prior_round_trips_exactly(tmp_path):
     rebuilt = back.build_encoder()
     images, cams = torch.rand(2, 3, 32, 32), torch.rand(2, 7)
     assert torch.equal(rebuilt(images, cams).geometry, encoder(images, cams).geometry)
+
+
+def test_a_fine_tune_schedule_override_replaces_the_choice_by_seconds():
+    import pytest
+
+    from lokitalk.errors import InputError
+    from lokitalk.train.prior import FinetuneSchedule, finetune_schedule
+
+    assert finetune_schedule(5.0, 300) == FinetuneSchedule(60, 0.2, 0.5)  # few seconds: cautious
+    assert finetune_schedule(5.0, 300, (0.05, 1.0, 1.0)) == FinetuneSchedule(15, 1.0, 1.0)
+    schedule = finetune_schedule(5.0, 300, (0.1, 0.5, 1.0))
+    assert [schedule.shared_factor(s, grid) for s, grid in ((29, False), (30, False), (30, True))] == [0.0, 0.5, 1.0]
+    with pytest.raises(InputError, match="fine-tune schedule"):
+        finetune_schedule(5.0, 300, (0.1, -1.0, 1.0))

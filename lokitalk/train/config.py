@@ -52,6 +52,10 @@ class TrainConfig:
     # "raw": the eye ratio as prepared; "unit": centred on its training mean, unit spread
     # (lokitalk.train.trainer.eye_input_transform; an experiment, docs/RESULTS.md)
     eye_input: str = "raw"
+    # fine-tuning from a prior: (share of steps where only the person's parts learn, shared nets'
+    # and shared grid's learning-rate scales after that); None: chosen by seconds of video
+    # (lokitalk.train.prior.finetune_schedule)
+    finetune_schedule: tuple[float, float, float] | None = None
     train_seconds: float | None = None  # train on the first N s of the train split only (test frames unchanged)
 
 

@@ -192,9 +192,17 @@ class FinetuneSchedule:
         return self.shared_grid_lr_scale if grid else self.shared_lr_scale
 
 
-def finetune_schedule(seconds: float, steps: int) -> FinetuneSchedule:
+def finetune_schedule(seconds: float, steps: int,
+                      override: tuple[float, float, float] | None = None) -> FinetuneSchedule:
     """Few data, more caution: <= 6 s of video: parts alone for 20 % of the steps, then shared
-    nets at 0.2x and the grid at 0.5x; <= 15 s: 10 %, 0.5x, 1x; more: 5 %, 1x, 1x."""
+    nets at 0.2x and the grid at 0.5x; <= 15 s: 10 %, 0.5x, 1x; more: 5 %, 1x, 1x.
+    `override` (identity-only fraction of the steps, shared nets' and shared grid's learning-rate
+    scales) replaces that choice (`TrainConfig.finetune_schedule`)."""
+    if override is not None:
+        fraction, nets, grid = (float(v) for v in override)
+        if not (0.0 <= fraction <= 1.0 and nets >= 0.0 and grid >= 0.0):
+            raise InputError(f"a fine-tune schedule is (fraction in [0, 1], scale >= 0, scale >= 0), not {override}")
+        return FinetuneSchedule(int(fraction * steps), nets, grid)
     if seconds <= 6.0:
         return FinetuneSchedule(int(0.2 * steps), 0.2, 0.5)
     if seconds <= 15.0:

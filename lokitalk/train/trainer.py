@@ -141,7 +141,7 @@ def train(avatar_dir: Path, model_dir: Path, config: TrainConfig, device: str = 
         from .prior import finetune_model, finetune_schedule, load_prior
 
         model = finetune_model(load_prior(prior), avatar, frames, dev)
-        schedule = finetune_schedule(len(frames) / avatar.fps, config.steps)
+        schedule = finetune_schedule(len(frames) / avatar.fps, config.steps, config.finetune_schedule)
     field_cfg = model.config.field
     accel = resolve(dev, config.amp, config.compile)
     accelerate_model(model, accel)
