@@ -125,7 +125,8 @@ def test_a_fine_tune_schedule_override_replaces_the_choice_by_seconds():
     from lokitalk.errors import InputError
     from lokitalk.train.prior import FinetuneSchedule, finetune_schedule
 
-    assert finetune_schedule(5.0, 300) == FinetuneSchedule(60, 0.2, 0.5)  # few seconds: cautious
+    assert finetune_schedule(5.0, 300) == FinetuneSchedule(30, 0.5, 1.0)  # few seconds: cautious
+    assert finetune_schedule(30.0, 300) == FinetuneSchedule(15, 1.0, 1.0)
     assert finetune_schedule(5.0, 300, (0.05, 1.0, 1.0)) == FinetuneSchedule(15, 1.0, 1.0)
     schedule = finetune_schedule(5.0, 300, (0.1, 0.5, 1.0))
     assert [schedule.shared_factor(s, grid) for s, grid in ((29, False), (30, False), (30, True))] == [0.0, 0.5, 1.0]

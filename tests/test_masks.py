@@ -245,3 +245,26 @@ def test_astronaut_labels(astronaut):
     assert label_at(labels, chin + [0, 20]) == Region.NECK  # her black collar
     assert label_at(labels, (100, 400)) == Region.TORSO  # spacesuit
     assert label_at(labels, (20, 100)) == Region.BACKGROUND  # flag
+
+
+def test_the_eye_region_stays_open_through_a_blink(frontal):
+    from lokitalk.prepare.masks import _fit_head_frame, open_eye_contour
+
+    lms, labels = frontal
+    frame = _fit_head_frame(lms, T)
+    for loop in (T.left_eye, T.right_eye):
+        # landmarks that are the template itself: the open contour is the real one grown by 10 %
+        real = lms[loop]
+        centre = real.mean(0)
+        np.testing.assert_allclose(open_eye_contour(lms, loop, frame, T), centre + 1.1 * (real - centre), atol=1e-6)
+    closed = lms.copy()
+    for loop in (T.left_eye, T.right_eye):  # a blink: every eye point on the line between the corners
+        xs = closed[loop, 0]
+        a, b = closed[loop][np.argmin(xs)], closed[loop][np.argmax(xs)]
+        t = (xs - a[0]) / (b[0] - a[0])
+        closed[loop] = a + t[:, None] * (b - a)
+    blink = region_labels(synthetic_person(), closed, T)
+    for loop in (T.left_eye, T.right_eye):
+        inside = _poly_mask(lms[loop])  # where the open eye was
+        assert np.mean(blink[inside] == Region.EYES) > 0.95
+        assert abs(np.sum(blink == Region.EYES) - np.sum(labels == Region.EYES)) <= 2  # same region

@@ -28,6 +28,7 @@ _HEAD_BACK_Z = 0.17  # back of the skull ~+0.12, plus hair
 _NECK_HALF_WIDTH = 0.07  # "about the face width" wide (face oval: 0.138 m)
 _NECK_CENTRE_Z = 0.01  # the neck is under the middle of the head, not under the chin
 _NECK_DEPTH = 0.5  # the band ends this many face heights below the chin
+_EYE_MARGIN = 1.1  # the open-eye region is the eye's open contour grown by this factor (the lid margin)
 _SHIFT = 4  # fillPoly fixed-point bits: landmarks are sub-pixel, keep 1/16 px
 
 
@@ -94,6 +95,25 @@ def _rect(frame: _HeadFrame, u0: float, u1: float, v0: float, v1: float) -> np.n
     """Corners [4,2] of the rectangle u in [u0,u1] (along lateral), v in [v0,v1] (along down)."""
     uv = np.array([[u0, v0], [u1, v0], [u1, v1], [u0, v1]])
     return uv[:, :1] * frame.lateral + uv[:, 1:] * frame.down
+
+
+def open_eye_contour(landmarks_px: np.ndarray, loop: np.ndarray, frame: "_HeadFrame",
+                     template: FaceTemplate) -> np.ndarray:
+    """[L,2] where the eye `loop` would lie in this frame with the eye open: the template's open
+    eye projected with the head frame, then moved, turned and scaled in the image so that its
+    corners land on the frame's own eye corners (the corners stay put in a blink, and fit the
+    person's eye size), and grown by `_EYE_MARGIN` about its centre."""
+    points = template.vertices[loop].astype(np.float64)
+    corners = [int(np.argmin(points[:, 0])), int(np.argmax(points[:, 0]))]  # the lateral extremes
+    projected = frame.project(points)
+    src = projected[corners[1]] - projected[corners[0]]
+    dst = landmarks_px[loop][corners[1]] - landmarks_px[loop][corners[0]]
+    # the 2-D similarity taking the projected corners onto the real ones (complex ratio: turn and scale)
+    ratio = complex(*dst) / complex(*src) if abs(complex(*src)) > 1e-9 else 1.0
+    relative = (projected - projected[corners[0]]) @ np.array([[ratio.real, ratio.imag], [-ratio.imag, ratio.real]])
+    placed = landmarks_px[loop][corners[0]] + relative
+    centre = placed.mean(0)
+    return centre + _EYE_MARGIN * (placed - centre)
 
 
 def _fill(shape: tuple[int, int], polygons: list[np.ndarray]) -> np.ndarray:
@@ -186,8 +206,11 @@ def region_labels(
        band, not a neck detector: it includes the underside of the jaw and some collar.
     5. Face skin: the filled face oval and the filled face-mesh triangles (the mesh covers the
        nose where it sticks out of the oval in profile) -> FACE; the filled outer lip contour
-       -> MOUTH; the filled eye contours -> EYES. These count as foreground even where the
-       segmenter missed them: on the face, landmarks beat a 256x256 person mask.
+       -> MOUTH; the filled eye contours and the open-eye regions (`open_eye_contour`) -> EYES.
+       These count as foreground even where the segmenter missed them: on the face, landmarks
+       beat a 256x256 person mask. The eye region must not close with the eye: a blink's
+       contour is a line, and a region that followed it would teach the eye attention to vanish,
+       and send no eye rays, exactly where the lid comes down (docs/RESULTS.md).
     """
     person_prob = np.asarray(person_prob)
     landmarks_px = np.asarray(landmarks_px, np.float64)
@@ -227,7 +250,9 @@ def region_labels(
     face |= _fill_triangles(shape, landmarks_px[_mesh_triangles(template)])
     labels[face] = Region.FACE
     labels[_fill(shape, [landmarks_px[template.lips_outer]])] = Region.MOUTH
-    labels[_fill(shape, [landmarks_px[template.left_eye], landmarks_px[template.right_eye]])] = Region.EYES
+    eye_loops = [landmarks_px[template.left_eye], landmarks_px[template.right_eye]]
+    open_loops = [open_eye_contour(landmarks_px, loop, frame, template) for loop in (template.left_eye, template.right_eye)]
+    labels[_fill(shape, eye_loops) | _fill(shape, open_loops)] = Region.EYES
     return labels
 
 

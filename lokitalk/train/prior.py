@@ -194,8 +194,10 @@ class FinetuneSchedule:
 
 def finetune_schedule(seconds: float, steps: int,
                       override: tuple[float, float, float] | None = None) -> FinetuneSchedule:
-    """Few data, more caution: <= 6 s of video: parts alone for 20 % of the steps, then shared
-    nets at 0.2x and the grid at 0.5x; <= 15 s: 10 %, 0.5x, 1x; more: 5 %, 1x, 1x.
+    """Few data, more caution: <= 15 s of video: the person's parts alone for 10 % of the steps,
+    then the shared nets at 0.5x and the grid at 1x; more: 5 %, 1x, 1x. (A more cautious tier
+    for <= 6 s, 20 %, 0.2x, 0.5x, was worse on every metric on 3 held-out identities x 3 seeds,
+    and 5 %, 1x, 1x was unstable there: docs/RESULTS.md, "Fine-tuning schedule".)
     `override` (identity-only fraction of the steps, shared nets' and shared grid's learning-rate
     scales) replaces that choice (`TrainConfig.finetune_schedule`)."""
     if override is not None:
@@ -203,8 +205,6 @@ def finetune_schedule(seconds: float, steps: int,
         if not (0.0 <= fraction <= 1.0 and nets >= 0.0 and grid >= 0.0):
             raise InputError(f"a fine-tune schedule is (fraction in [0, 1], scale >= 0, scale >= 0), not {override}")
         return FinetuneSchedule(int(fraction * steps), nets, grid)
-    if seconds <= 6.0:
-        return FinetuneSchedule(int(0.2 * steps), 0.2, 0.5)
     if seconds <= 15.0:
         return FinetuneSchedule(int(0.1 * steps), 0.5, 1.0)
     return FinetuneSchedule(int(0.05 * steps), 1.0, 1.0)
