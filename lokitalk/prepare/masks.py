@@ -104,14 +104,15 @@ def open_eye_contour(landmarks_px: np.ndarray, loop: np.ndarray, frame: "_HeadFr
     corners land on the frame's own eye corners (the corners stay put in a blink, and fit the
     person's eye size), and grown by `_EYE_MARGIN` about its centre."""
     points = template.vertices[loop].astype(np.float64)
-    corners = [int(np.argmin(points[:, 0])), int(np.argmax(points[:, 0]))]  # the lateral extremes
+    left, right = int(np.argmin(points[:, 0])), int(np.argmax(points[:, 0]))  # the corners (lateral extremes)
     projected = frame.project(points)
-    src = projected[corners[1]] - projected[corners[0]]
-    dst = landmarks_px[loop][corners[1]] - landmarks_px[loop][corners[0]]
+    real = landmarks_px[loop]
+    src = projected[right] - projected[left]
+    dst = real[right] - real[left]
     # the 2-D similarity taking the projected corners onto the real ones (complex ratio: turn and scale)
     ratio = complex(*dst) / complex(*src) if abs(complex(*src)) > 1e-9 else 1.0
-    relative = (projected - projected[corners[0]]) @ np.array([[ratio.real, ratio.imag], [-ratio.imag, ratio.real]])
-    placed = landmarks_px[loop][corners[0]] + relative
+    relative = (projected - projected[left]) @ np.array([[ratio.real, ratio.imag], [-ratio.imag, ratio.real]])
+    placed = real[left] + relative
     centre = placed.mean(0)
     return centre + _EYE_MARGIN * (placed - centre)
 
