@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from lokitalk.data.avatar import load_avatar, resize_image
+from lokitalk.data.avatar import load_avatar
 from lokitalk.evaluate.run import evaluate
 from lokitalk.render.loading import load_trained
 from lokitalk.train.config import TrainConfig, preset
@@ -79,20 +79,14 @@ def rendered_evaluations(model_dir: Path, avatar, device: str) -> float:
 def motion_response(model_dir: Path, avatar, device: str) -> dict:
     import numpy as np
     from blink_response import blink_response
-    from lip_response import lip_sensitivity, opening_of
+    from lip_response import lip_motion, lip_sensitivity
 
     saved = np.load(model_dir / "eval" / "test_frames.npz")
-    camera = avatar.camera.scaled(load_trained(model_dir, device).image_scale)
-    real = np.stack([resize_image(avatar.frame(int(i)), camera) for i in saved["indices"]])
-    real_opening, _ = opening_of(real)
-    rendered_opening, _ = opening_of(saved["frames"])
-    both = ~np.isnan(real_opening) & ~np.isnan(rendered_opening)
+    lips = lip_motion(saved["frames"], saved["indices"], avatar, load_trained(model_dir, device).image_scale)
     blink = blink_response(model_dir, avatar, 12, device)
     blink.pop("_renders")
-    return {"lip_amp": round(float(np.std(rendered_opening[both]) / np.std(real_opening[both])), 3),
-            "lip_r": round(float(np.corrcoef(rendered_opening[both], real_opening[both])[0, 1]), 3),
-            "blink_amp": blink["blink_amp"], "blink_closes": blink["closes_fraction"],
-            "lip_sensitivity": round(lip_sensitivity(model_dir, avatar, device), 4)}
+    return lips | {"blink_amp": blink["blink_amp"], "blink_closes": blink["closes_fraction"],
+                   "lip_sensitivity": round(lip_sensitivity(model_dir, avatar, device), 4)}
 
 
 def main() -> None:

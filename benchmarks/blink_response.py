@@ -48,7 +48,10 @@ def rendered_eye_ratio(frames: np.ndarray) -> np.ndarray:
     return out
 
 
-def blink_response(model_dir: Path, avatar, count: int, device: str) -> dict:
+def render_blink_pairs(model_dir: Path, avatar, count: int, device: str) -> dict:
+    """Render `count` test frames with open and with closed commanded eyes (no landmarker needed,
+    so this half runs on a GPU machine without mediapipe). Returns frames uint8 [N,H,W,3] under
+    "open" and "closed", the test frame indices, and the commanded open/closed eye ratios."""
     trained = load_trained(model_dir, device)
     camera = avatar.camera.scaled(trained.image_scale)
     background = resize_image(avatar.background(), camera)
@@ -64,14 +67,27 @@ def blink_response(model_dir: Path, avatar, count: int, device: str) -> dict:
                 cond = dict(frame_conditioning(avatar, int(index)), eye_ratio=torch.from_numpy(eyes))
                 renders[name].append(render_frame(trained.model, avatar, cond, trained.grid, trained.render_config,
                                                   background, scale=trained.image_scale))
-    measured = {name: rendered_eye_ratio(np.stack(frames)) for name, frames in renders.items()}
+    return {"open": np.stack(renders["open"]), "closed": np.stack(renders["closed"]), "indices": picks,
+            "commanded_open": open_eyes, "commanded_closed": closed_eyes}
+
+
+def measure_blink_pairs(pairs) -> dict:
+    """blink_amp and closes_fraction of rendered open/closed pairs (`render_blink_pairs`, or the
+    npz it was saved to): the face mesh's eye ratio of both renders."""
+    measured = {name: rendered_eye_ratio(np.asarray(pairs[name])) for name in ("open", "closed")}
     both = ~np.isnan(measured["open"]) & ~np.isnan(measured["closed"])
+    open_eyes, closed_eyes = np.asarray(pairs["commanded_open"]), np.asarray(pairs["commanded_closed"])
     commanded = float(open_eyes.mean() - closed_eyes.mean())
     contrast = measured["open"][both] - measured["closed"][both]
-    return {"blink_amp": round(float(contrast.mean() / commanded), 3),
-            "closes_fraction": round(float((contrast > 0).mean()), 3), "blink_frames": int(both.sum()),
-            "commanded_open": round(float(open_eyes.mean()), 4), "commanded_closed": round(float(closed_eyes.mean()), 4),
-            "_renders": renders}
+    return {"blink_amp": round(float(contrast.mean() / commanded), 3) if both.any() else None,
+            "closes_fraction": round(float((contrast > 0).mean()), 3) if both.any() else None,
+            "blink_frames": int(both.sum()),
+            "commanded_open": round(float(open_eyes.mean()), 4), "commanded_closed": round(float(closed_eyes.mean()), 4)}
+
+
+def blink_response(model_dir: Path, avatar, count: int, device: str) -> dict:
+    pairs = render_blink_pairs(model_dir, avatar, count, device)
+    return measure_blink_pairs(pairs) | {"_renders": {"open": list(pairs["open"]), "closed": list(pairs["closed"])}}
 
 
 def main() -> None:

@@ -41,6 +41,20 @@ def opening_of(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return opening, found
 
 
+def lip_motion(rendered: np.ndarray, indices: np.ndarray, avatar, scale: float) -> dict:
+    """How the rendered mouth moves against the real one on the same frames: `lip_amp` (std of the
+    rendered mouth opening / std of the real one) and `lip_r` (their correlation)."""
+    camera = avatar.camera.scaled(scale)
+    real = np.stack([resize_image(avatar.frame(int(i)), camera) for i in indices])
+    real_opening, _ = opening_of(real)
+    rendered_opening, _ = opening_of(rendered)
+    both = ~np.isnan(real_opening) & ~np.isnan(rendered_opening)
+    if both.sum() < 3:
+        return {"lip_amp": None, "lip_r": None}
+    return {"lip_amp": round(float(np.std(rendered_opening[both]) / np.std(real_opening[both])), 3),
+            "lip_r": round(float(np.corrcoef(rendered_opening[both], real_opening[both])[0, 1]), 3)}
+
+
 def lip_sensitivity(model_dir: Path, avatar, device: str = "cpu", count: int = 5) -> float:
     """Mean colour change (0-1) over the mouth pixels of `count` test frames when the lip feature
     is moved by two training standard deviations: near 0 means the lip path is dead."""

@@ -12,8 +12,11 @@ then render speed is measured warm (after 3 unmeasured frames): at the size the 
 at, and at 512x512 (the camera rescaled). Training wall time and peak GPU memory are recorded.
 
 Written to OUT: results.json (rewritten after every arm, so a killed run keeps what finished),
-<avatar>_<arm>_test.npz (rendered test frames, uint8, for computing LMD later on a machine with
-the landmarker: benchmarks/lmd_from_frames.py), <avatar>_<arm>_worst.png and _train_log.csv.
+<avatar>_<arm>_test.npz (rendered test frames, uint8, thinned to evenly spaced frames when the
+file would pass `--frames-mb`, the device tool's per-file limit) and <avatar>_<arm>_blink.npz
+(`--blink-frames` test frames rendered with open and with closed commanded eyes), for measuring
+LMD, lip motion and blink depth later on a machine with the landmarker
+(benchmarks/lmd_from_frames.py); <avatar>_<arm>_worst.png and _train_log.csv.
 Runs on the CPU too (slowly: use --preset tiny --steps 20 to check the script itself).
 """
 
@@ -31,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from blink_response import render_blink_pairs
 from lokitalk.data.avatar import Avatar, load_avatar, resize_image
 from lokitalk.evaluate.run import evaluate
 from lokitalk.render.frames import frame_conditioning, render_frame
@@ -47,6 +51,23 @@ def steps_per_second(log_path: Path) -> float:
     if len(half) < 2 or half[-1][1] <= half[0][1]:
         raise RuntimeError(f"too few logged steps in {log_path} to measure a rate: raise --calibration-steps")
     return (half[-1][0] - half[0][0]) / (half[-1][1] - half[0][1])
+
+
+def save_thinned(source: Path, target: Path, limit_mb: float) -> int:
+    """Copy a saved test-frame npz (frames, indices), keeping evenly spaced frames when the
+    compressed file is over `limit_mb`; returns how many frames were kept."""
+    saved = np.load(source)
+    frames, indices = saved["frames"], saved["indices"]
+    keep = len(frames)
+    while True:
+        picks = np.linspace(0, len(frames) - 1, keep).round().astype(int)
+        tmp = target.with_name(target.name + ".tmp.npz")
+        np.savez_compressed(tmp, frames=frames[picks], indices=indices[picks])
+        size_mb = tmp.stat().st_size / 2**20
+        if size_mb <= limit_mb or keep <= 1:
+            tmp.replace(target)
+            return keep
+        keep = max(1, int(keep * limit_mb / size_mb * 0.95))
 
 
 def render_speed(trained: TrainedModel, avatar: Avatar, size: int | None, frames: int = 20) -> dict:
@@ -89,6 +110,10 @@ def main() -> None:
     parser.add_argument("--arms", default="region,global")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--fps-frames", type=int, default=20, help="frames timed per render-speed measure")
+    parser.add_argument("--blink-frames", type=int, default=12,
+                        help="test frames rendered with open and closed eyes (0: none)")
+    parser.add_argument("--frames-mb", type=float, default=15.0,
+                        help="largest saved test-frame file; more frames are thinned evenly")
     args = parser.parse_args()
     device = choose_device(args.device)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -137,7 +162,12 @@ def main() -> None:
             for suffix, source in (("worst.png", model_dir / "eval" / "worst_frames.png"),
                                    ("train_log.csv", model_dir / "train_log.csv")):
                 shutil.copyfile(source, args.out / f"{name}_{arm}_{suffix}")
-            shutil.copyfile(model_dir / "eval" / "test_frames.npz", args.out / f"{name}_{arm}_test.npz")
+            run["saved_test_frames"] = save_thinned(model_dir / "eval" / "test_frames.npz",
+                                                    args.out / f"{name}_{arm}_test.npz", args.frames_mb)
+            if args.blink_frames:
+                pairs = render_blink_pairs(model_dir, avatar, args.blink_frames, str(device))
+                np.savez_compressed(args.out / f"{name}_{arm}_blink.npz", **pairs)
+            save()
             print(json.dumps({k: run[k] for k in ("avatar", "arm", "steps", "train_wall_s", "peak_gpu_mem_gib")}
                              | {m: metrics.get(m) for m in ("psnr", "lpips", "ssim", "psnr_mouth")}
                              | {"fps_native": speed_native["fps"], "fps_512": speed_512["fps"]}), flush=True)
