@@ -127,6 +127,11 @@ def test_a_fine_tune_schedule_override_replaces_the_choice_by_seconds():
 
     assert finetune_schedule(5.0, 300) == FinetuneSchedule(30, 0.5, 1.0)  # few seconds: cautious
     assert finetune_schedule(30.0, 300) == FinetuneSchedule(15, 1.0, 1.0)
+    # long budgets: the person's parts alone for a fixed number of steps, not a share
+    assert finetune_schedule(5.0, 3000) == FinetuneSchedule(30, 0.5, 1.0)
+    assert finetune_schedule(30.0, 3000) == FinetuneSchedule(15, 1.0, 1.0)
+    assert finetune_schedule(5.0, 100) == FinetuneSchedule(10, 0.5, 1.0)
+    assert finetune_schedule(5.0, 3000, (0.1, 0.5, 1.0)) == FinetuneSchedule(300, 0.5, 1.0)  # an override is as given
     assert finetune_schedule(5.0, 300, (0.05, 1.0, 1.0)) == FinetuneSchedule(15, 1.0, 1.0)
     schedule = finetune_schedule(5.0, 300, (0.1, 0.5, 1.0))
     assert [schedule.shared_factor(s, grid) for s, grid in ((29, False), (30, False), (30, True))] == [0.0, 0.5, 1.0]

@@ -192,22 +192,29 @@ class FinetuneSchedule:
         return self.shared_grid_lr_scale if grid else self.shared_lr_scale
 
 
+# The person's parts alone settle in a fixed number of steps, not a share of the budget: with
+# 3000 steps, 10 % (300 steps) left the prior behind scratch at step 300 on id04 and id10, and
+# capping it at 30 steps reached scratch's final PSNR at step 600 instead of 1800 on id04, with the
+# same final quality (docs/RESULTS.md, "How much the prior is worth"). 300-step runs are unchanged.
+IDENTITY_ONLY_MAX_STEPS = {"few": 30, "more": 15}
+
+
 def finetune_schedule(seconds: float, steps: int,
                       override: tuple[float, float, float] | None = None) -> FinetuneSchedule:
-    """Few data, more caution: <= 15 s of video: the person's parts alone for 10 % of the steps,
-    then the shared nets at 0.5x and the grid at 1x; more: 5 %, 1x, 1x. (A more cautious tier
-    for <= 6 s, 20 %, 0.2x, 0.5x, was worse on every metric on 3 held-out identities x 3 seeds,
-    and 5 %, 1x, 1x was unstable there: docs/RESULTS.md, "Fine-tuning schedule".)
-    `override` (identity-only fraction of the steps, shared nets' and shared grid's learning-rate
-    scales) replaces that choice (`TrainConfig.finetune_schedule`)."""
+    """Few data, more caution: <= 15 s of video: the person's parts alone for 10 % of the steps
+    (at most 30), then the shared nets at 0.5x and the grid at 1x; more: 5 % (at most 15), 1x, 1x.
+    (A more cautious tier for <= 6 s, 20 %, 0.2x, 0.5x, was worse on every metric on 3 held-out
+    identities x 3 seeds, and 5 %, 1x, 1x was unstable there: docs/RESULTS.md, "Fine-tuning
+    schedule".) `override` (identity-only fraction of the steps, shared nets' and shared grid's
+    learning-rate scales) replaces that choice, cap included (`TrainConfig.finetune_schedule`)."""
     if override is not None:
         fraction, nets, grid = (float(v) for v in override)
         if not (0.0 <= fraction <= 1.0 and nets >= 0.0 and grid >= 0.0):
             raise InputError(f"a fine-tune schedule is (fraction in [0, 1], scale >= 0, scale >= 0), not {override}")
         return FinetuneSchedule(int(fraction * steps), nets, grid)
     if seconds <= 15.0:
-        return FinetuneSchedule(int(0.1 * steps), 0.5, 1.0)
-    return FinetuneSchedule(int(0.05 * steps), 1.0, 1.0)
+        return FinetuneSchedule(min(int(0.1 * steps), IDENTITY_ONLY_MAX_STEPS["few"]), 0.5, 1.0)
+    return FinetuneSchedule(min(int(0.05 * steps), IDENTITY_ONLY_MAX_STEPS["more"]), 1.0, 1.0)
 
 
 def finetune_model(prior: Prior, avatar, frames: np.ndarray, device: torch.device) -> TalkingHead:
