@@ -200,7 +200,8 @@ def pretrain(
     avatars: list[Path] = typer.Argument(..., help="Avatar folders of the identities to learn from."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the run; the prior is written to OUT/prior."),
     preset: str = typer.Option("tiny", "--preset", help="tiny, fast or full: model size and step budget."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Override the preset's number of steps."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Steps (default: the preset's, raised so that "
+                                        "each identity is rendered about 360 times)."),
     identities_per_step: int = typer.Option(0, "--identities-per-step", help="Identities rendered per step, "
                                             "a multiple of the number of ranks (0: one per rank)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (under torchrun: one GPU a rank)."),
@@ -212,7 +213,7 @@ def pretrain(
     """Pretrain a multi-identity prior (one process, or many under torchrun: DDP, NCCL/gloo)."""
     from .train.config import preset as make_preset
     from .train.config import with_steps
-    from .train.pretrain import PretrainConfig
+    from .train.pretrain import PretrainConfig, default_pretrain_steps
     from .train.pretrain import pretrain as run_pretrain
     from .train.prior import LIP_SCALINGS
 
@@ -221,6 +222,11 @@ def pretrain(
         raise LokiTalkError("pretrain needs at least one avatar folder")
     if lip_scaling not in LIP_SCALINGS:  # before OUT is created
         raise LokiTalkError(f"--lip-scaling must be one of {', '.join(LIP_SCALINGS)}, not {lip_scaling!r}")
+    if steps is None:  # the same avatars give the same default when the run is resumed
+        import os
+
+        per_step = identities_per_step or int(os.environ.get("WORLD_SIZE", "1"))
+        steps = default_pretrain_steps(make_preset(preset).steps, len(avatars), per_step)
     config = PretrainConfig(train=with_steps(make_preset(preset), steps), identities_per_step=identities_per_step,
                             lip_scaling=lip_scaling)
     summary = run_pretrain(avatars, out, config, device=device, resume=resume, show_progress=not quiet)

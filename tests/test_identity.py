@@ -137,3 +137,33 @@ def test_a_fine_tune_schedule_override_replaces_the_choice_by_seconds():
     assert [schedule.shared_factor(s, grid) for s, grid in ((29, False), (30, False), (30, True))] == [0.0, 0.5, 1.0]
     with pytest.raises(InputError, match="fine-tune schedule"):
         finetune_schedule(5.0, 300, (0.1, -1.0, 1.0))
+
+
+def test_pretraining_steps_default_to_a_few_hundred_renders_of_each_identity():
+    import pytest
+
+    from lokitalk.errors import InputError
+    from lokitalk.train.pretrain import RENDERS_PER_IDENTITY, default_pretrain_steps
+
+    assert default_pretrain_steps(400, 11, 1) == 11 * RENDERS_PER_IDENTITY  # many people: more steps
+    assert default_pretrain_steps(400, 23, 4) == -(-23 * RENDERS_PER_IDENTITY // 4)  # rounded up
+    assert default_pretrain_steps(30000, 25, 4) == 30000  # never fewer than the preset's
+    assert default_pretrain_steps(400, 1, 1) == 400
+    with pytest.raises(InputError, match="at least one identity"):
+        default_pretrain_steps(400, 0, 1)
+
+
+def test_pretrain_command_uses_the_default_steps_unless_told(monkeypatch, tmp_path, capsys):
+    import conftest
+
+    import lokitalk.train.pretrain as pretrain_module
+
+    seen = []
+    monkeypatch.setattr(pretrain_module, "pretrain", lambda avatars, out, config, **kw: seen.append(config) or {})
+    avatars = [str(tmp_path / f"p{i}") for i in range(3)]
+    code, _, err = conftest.run_cli(["pretrain", *avatars, "--out", str(tmp_path / "prior"), "--quiet"], capsys)
+    assert code in (0, None), err
+    code, _, err = conftest.run_cli(["pretrain", *avatars, "--out", str(tmp_path / "prior"), "--steps", "50",
+                                     "--identities-per-step", "3", "--quiet"], capsys)
+    assert code in (0, None), err
+    assert [c.train.steps for c in seen] == [3 * pretrain_module.RENDERS_PER_IDENTITY, 50]

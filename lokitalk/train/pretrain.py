@@ -65,6 +65,20 @@ class PretrainConfig:
     lip_scaling: str = "component"  # the shared lip space's scaling (prior.fit_lip_space)
 
 
+# Each identity should be rendered a few hundred times: on 5 held-out identities, a prior from
+# 1000 steps on 11 clips (~90 renders each) was clearly weaker than one from 4000 (~360 each)
+# (docs/RESULTS.md, "How much the prior is worth"). The presets' step counts are per person.
+RENDERS_PER_IDENTITY = 360
+
+
+def default_pretrain_steps(preset_steps: int, identities: int, identities_per_step: int) -> int:
+    """The preset's steps, or more: enough for every identity to be rendered RENDERS_PER_IDENTITY
+    times when `identities_per_step` are rendered a step."""
+    if identities < 1 or identities_per_step < 1:
+        raise InputError(f"need at least one identity and one a step, not {identities} and {identities_per_step}")
+    return max(preset_steps, -(-RENDERS_PER_IDENTITY * identities // identities_per_step))
+
+
 class PriorNet(nn.Module):
     """The shared weights, and a forward pass over a list of (identity, batch) items."""
 
