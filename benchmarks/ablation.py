@@ -5,8 +5,9 @@ same held-out frames.
         [--preset tiny] [--deformation region] [--steps 3000] [--device auto] [--out runs/ablation]
 
 Example: `--variant base --variant box:box_sampling=true --variant box48:box_sampling=true,samples_per_ray=48`.
-KEY is any `TrainConfig` field (lokitalk/train/config.py), or `deformation.FIELD` / `field.FIELD`
-for the model's `DeformationConfig` / `FieldConfig` (e.g. `deformation.position_encoding=grid`);
+KEY is any `TrainConfig` field (lokitalk/train/config.py), or `deformation.FIELD` / `field.FIELD` /
+`grid.FIELD` for the model's `DeformationConfig` / `FieldConfig` / canonical `TriPlaneConfig`
+(e.g. `deformation.position_encoding=grid`, `grid.max_resolution=256`);
 values are parsed as JSON where they can be (true, 0.1, 48), else taken as text. Every variant trains from the same seed on the
 avatar's training frames and is evaluated on its test split (the last 10 %, never trained on),
 beside the two trivial baselines. One JSON row per variant is printed and kept in
@@ -40,11 +41,13 @@ from lokitalk.train.trainer import choose_device, train
 def parse_variant(text: str) -> tuple[str, dict]:
     name, _, spec = text.partition(":")
     from lokitalk.model.deformation import DeformationConfig
+    from lokitalk.model.encoding import TriPlaneConfig
     from lokitalk.model.field import FieldConfig
 
     known = ({f.name for f in fields(TrainConfig)} - {"model", "preset"}
              | {f"deformation.{f.name}" for f in fields(DeformationConfig)} - {"deformation.kind"}
-             | {f"field.{f.name}" for f in fields(FieldConfig)} - {"field.grid"})
+             | {f"field.{f.name}" for f in fields(FieldConfig)} - {"field.grid"}
+             | {f"grid.{f.name}" for f in fields(TriPlaneConfig)})
     overrides = {}
     for item in filter(None, spec.split(",")):
         key, _, value = item.partition("=")
@@ -62,7 +65,9 @@ def configured(config: TrainConfig, steps: int, overrides: dict) -> TrainConfig:
     model = config.model
     for key, value in overrides.items():
         part, _, name = key.partition(".")
-        if name:
+        if part == "grid":  # the canonical grid sits inside the field's config
+            model = replace(model, field=replace(model.field, grid=replace(model.field.grid, **{name: value})))
+        elif name:
             model = replace(model, **{part: replace(getattr(model, part), **{name: value})})
     plain = {k: v for k, v in overrides.items() if "." not in k}
     return replace(config, model=model, steps=steps, **plain)
