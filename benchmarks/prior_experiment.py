@@ -170,7 +170,7 @@ def frames_key(seconds, arm: str, seed: int, step: int) -> str:
 def experiment(args) -> None:
     from lokitalk.data.avatar import load_avatar
     from lokitalk.train.config import preset, with_steps
-    from lokitalk.train.pretrain import PretrainConfig, pretrain
+    from lokitalk.train.pretrain import PretrainConfig, default_pretrain_steps, pretrain
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -187,8 +187,9 @@ def experiment(args) -> None:
         overlap = {n.split("_")[0] for n in names} & {Path(h).name.split("_")[0] for h in args.held_out}
         if overlap:
             raise SystemExit(f"error: held-out identities also in pretraining: {sorted(overlap)}")
-        config = PretrainConfig(train=replace(with_steps(preset(args.preset), args.pretrain_steps),
-                                              compile=args.compile),
+        pretrain_steps = args.pretrain_steps or default_pretrain_steps(
+            preset(args.preset).steps, len(args.pretrain), max(args.identities_per_step, 1))
+        config = PretrainConfig(train=replace(with_steps(preset(args.preset), pretrain_steps), compile=args.compile),
                                 identities_per_step=args.identities_per_step, lip_scaling=args.lip_scaling)
         shutil.rmtree(out / "pretrain", ignore_errors=True)
         start = time.perf_counter()

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -76,7 +77,7 @@ def default_pretrain_steps(preset_steps: int, identities: int, identities_per_st
     times when `identities_per_step` are rendered a step."""
     if identities < 1 or identities_per_step < 1:
         raise InputError(f"need at least one identity and one a step, not {identities} and {identities_per_step}")
-    return max(preset_steps, -(-RENDERS_PER_IDENTITY * identities // identities_per_step))
+    return max(preset_steps, math.ceil(RENDERS_PER_IDENTITY * identities / identities_per_step))
 
 
 class PriorNet(nn.Module):

@@ -206,7 +206,7 @@ def finetune_schedule(seconds: float, steps: int,
     (A more cautious tier for <= 6 s, 20 %, 0.2x, 0.5x, was worse on every metric on 3 held-out
     identities x 3 seeds, and 5 %, 1x, 1x was unstable there: docs/RESULTS.md, "Fine-tuning
     schedule".) `override` (identity-only fraction of the steps, shared nets' and shared grid's
-    learning-rate scales) replaces that choice, cap included (`TrainConfig.finetune_schedule`)."""
+    learning-rate scales) replaces that choice, with no cap (`TrainConfig.finetune_schedule`)."""
     if override is not None:
         fraction, nets, grid = (float(v) for v in override)
         if not (0.0 <= fraction <= 1.0 and nets >= 0.0 and grid >= 0.0):
