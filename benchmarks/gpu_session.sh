@@ -19,8 +19,9 @@
 #              30 dB / LPIPS 0.06 goal; then render speed at 256 and 512 with every setting.
 #   region07   issues 3 and 4: id07 (8 s, 512 px), region vs global at the same steps, ~2.5 min
 #              each; render speed at 512 (the >= 25 FPS goal); blink renders at 512 px.
-#   prior      issue 5: preset fast, a prior pretrained on 23 clips, 5 held-out identities with
-#              5 s of video, prior vs scratch, 2 seeds; the claims' table and plots.
+#   prior      issue 5: `pretrain` under torchrun with NCCL (one rank, 50 steps); then preset fast,
+#              a prior pretrained on 23 clips, 5 held-out identities with 5 s of video, prior vs
+#              scratch, 2 seeds; the claims' table and plots.
 #
 # SMOKE=1 runs any stage on the CPU in a minute or two (tiny preset, a few steps) to check the
 # script itself; it reads the avatars from BUNDLE_DIR (default .gpu) as the device would.
@@ -44,11 +45,12 @@ HELD_OUT="id05_a id04_a id06_a id08_a id10_a"
 
 if [[ ${SMOKE:-0} == 1 ]]; then
   PRESET_FULL=tiny; PRESET_FAST=tiny; QUALITY_ARGS="--steps 20"; REGION_ARGS="--steps 20"
-  FPS_ARGS="--frames 2 --compile off"; FPS_SIZES="native"; PRIOR_ARGS="--pretrain-steps 10 --steps 20 --evals 2 --eval-frames 2 --seeds 0"
+  FPS_ARGS="--frames 2 --compile off"; FPS_SIZES="native"; DEVICE=cpu; PRIOR_ARGS="--pretrain-steps 10 --steps 20 --evals 2 --eval-frames 2 --seeds 0"
 else
   PRESET_FULL=full; PRESET_FAST=fast; QUALITY_ARGS="--train-seconds 420 --calibration-steps 60"
   REGION_ARGS="--train-seconds 150 --calibration-steps 60"; FPS_ARGS="--frames 20 --compile on"; FPS_SIZES="native 512"
-  PRIOR_ARGS="--pretrain-steps 20000 --budget-s 520 --pretrain-fraction 0.25 --steps 600 --evals 6 --eval-frames 6 --seeds 0,1"
+  DEVICE=cuda
+  PRIOR_ARGS="--pretrain-steps 20000 --budget-s 480 --pretrain-fraction 0.25 --steps 600 --evals 6 --eval-frames 6 --seeds 0,1"
 fi
 
 unpack() {  # install the project (no registry on the GPU machine) and unpack a stage's data
@@ -100,9 +102,13 @@ case $stage in
   prior)
     unpack prior
     p=$data/prior
+    # the NCCL path of `pretrain`: torchrun with one rank (the machines lent here have one GPU, and
+    # NCCL refuses two ranks on one device); the summary names the backend. SMOKE: gloo on the CPU.
+    $python -m torch.distributed.run --nnodes 1 --nproc-per-node 1 -m lokitalk.cli pretrain "$p/id01_a" "$p/id07_a" \
+      --out "$data/nccl" --preset $PRESET_FAST --steps 50 --device $DEVICE --quiet 2>&1 | tail -3 | tee "$out/log.txt"
     $python benchmarks/prior_experiment.py --pretrain $(for c in $PRETRAIN; do echo "$p/$c"; done) \
       --held-out $(for c in $HELD_OUT; do echo "$p/$c"; done) --preset $PRESET_FAST --identities-per-step 4 \
-      --seconds 5 --arms prior_region,scratch_region $PRIOR_ARGS --out "$data/pe" 2>&1 | tee "$out/log.txt"
+      --seconds 5 --arms prior_region,scratch_region $PRIOR_ARGS --out "$data/pe" 2>&1 | tee -a "$out/log.txt"
     # what comes back: results, the saved test frames (for LPIPS/LMD here), the pretraining log
     cp "$data/pe/results.json" "$out/"
     cp "$data/pe"/frames_*.npz "$out/" 2>/dev/null || true

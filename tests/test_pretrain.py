@@ -157,6 +157,30 @@ def test_two_gloo_processes_follow_the_one_process_trajectory(identities, tmp_pa
     assert (tmp_path / "two" / "prior" / "identities" / "bob.safetensors").exists()  # gathered from rank 1
 
 
+def test_one_rank_under_torchrun_uses_the_process_group_and_the_plain_trajectory(identities, tmp_path):
+    """torchrun with one rank builds the process group (gloo here, NCCL on a GPU: how a one-GPU
+    machine runs the NCCL path) and DDP, and follows the plain single process exactly."""
+    avatars = [str(identities["ann"]), str(identities["bob"])]
+    common = ["pretrain", *avatars, "--preset", "tiny", "--steps", "12", "--identities-per-step", "2",
+              "--device", "cpu", "--quiet"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    single = subprocess.run([sys.executable, "-m", "lokitalk.cli", *common, "--out", str(tmp_path / "one")],
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr[-2000:]
+    assert '"backend": null' in single.stdout
+    for attempt in range(2):
+        ranked = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node",
+                                 "1", "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{free_port()}",
+                                 "-m", "lokitalk.cli", *common, "--out", str(tmp_path / "ranked")],
+                                env=env, capture_output=True, text=True, timeout=300)
+        if ranked.returncode == 0 or "address already in use" not in ranked.stderr.lower():
+            break
+        shutil.rmtree(tmp_path / "ranked", ignore_errors=True)
+    assert ranked.returncode == 0, ranked.stderr[-3000:]
+    assert '"backend": "gloo"' in ranked.stdout and '"world_size": 1' in ranked.stdout
+    assert read_log(tmp_path / "one" / "pretrain_log.csv") == read_log(tmp_path / "ranked" / "pretrain_log.csv")
+
+
 def test_overall_lip_scaling_keeps_the_directions_proportions(identities):
     from lokitalk.data.avatar import load_avatar
     from lokitalk.errors import InputError

@@ -4,7 +4,9 @@
     torchrun --nnodes 2 --node-rank R --rdzv-endpoint HOST:PORT --nproc-per-node 8 -m lokitalk.cli pretrain ...
 
 torchrun sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT; without them the run is
-a single process and nothing here touches torch.distributed. NCCL on CUDA devices, gloo on CPU.
+a single process and nothing here touches torch.distributed. Under torchrun there is a process
+group even for one rank, so that a one-GPU machine runs the NCCL path too (NCCL refuses two ranks
+on one device). NCCL on CUDA devices, gloo on CPU.
 Shared weights are wrapped in DistributedDataParallel (gradients averaged across ranks);
 per-identity parameters stay on the rank that owns the identity (round-robin by index).
 """
@@ -25,10 +27,15 @@ class DistInfo:
     world_size: int
     local_rank: int
     device: torch.device
+    launched: bool = False  # started by torchrun: a process group, even for one rank
 
     @property
     def enabled(self) -> bool:
-        return self.world_size > 1
+        return self.launched or self.world_size > 1
+
+    @property
+    def backend(self) -> str | None:
+        return dist.get_backend() if self.enabled and dist.is_initialized() else None
 
     @property
     def is_main(self) -> bool:
@@ -41,6 +48,7 @@ class DistInfo:
 
 def init_distributed(device: str = "auto") -> DistInfo:
     """Join the process group torchrun describes (or run alone). `device`: auto, cpu or cuda."""
+    launched = "WORLD_SIZE" in os.environ and "MASTER_ADDR" in os.environ
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
@@ -55,9 +63,9 @@ def init_distributed(device: str = "auto") -> DistInfo:
         dev = torch.device("cuda", index)
     else:
         dev = torch.device("cpu")
-    if world > 1 and not dist.is_initialized():
+    if (launched or world > 1) and not dist.is_initialized():
         dist.init_process_group("nccl" if cuda else "gloo", rank=rank, world_size=world)
-    return DistInfo(rank, world, local, dev)
+    return DistInfo(rank, world, local, dev, launched)
 
 
 def shutdown(info: DistInfo) -> None:
@@ -71,7 +79,7 @@ def barrier(info: DistInfo) -> None:
 
 
 def wrap(module: nn.Module, info: DistInfo) -> nn.Module:
-    """DDP around the shared weights when there is more than one rank (the module itself otherwise)."""
+    """DDP around the shared weights under torchrun (the module itself in a plain single process)."""
     if not info.enabled:
         return module
     from torch.nn.parallel import DistributedDataParallel

@@ -331,7 +331,7 @@ def _pretrain(info: DistInfo, avatar_dirs, out: Path, config: PretrainConfig, re
     finished = not stopped_early and reached == step
     summary = {"steps": reached, "planned_steps": train_cfg.steps, "finished": finished, "last_loss": last_loss,
                "elapsed_s": round(time.perf_counter() - started, 2), "world_size": info.world_size,
-               "identities": len(avatars), "device": str(dev), "amp": accel.amp}
+               "backend": info.backend, "identities": len(avatars), "device": str(dev), "amp": accel.amp}
     if finished:
         states = gather_to_main({i.name: {k: v.detach().cpu() for k, v in i.parts.state_dict().items()}
                                  for i in mine}, info)
