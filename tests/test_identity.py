@@ -160,10 +160,10 @@ def test_pretrain_command_uses_the_default_steps_unless_told(monkeypatch, tmp_pa
 
     seen = []
     monkeypatch.setattr(pretrain_module, "pretrain", lambda avatars, out, config, **kw: seen.append(config) or {})
-    avatars = [str(tmp_path / f"p{i}") for i in range(3)]
+    avatars = [str(tmp_path / f"p{i}") for i in range(20)]  # 20 x 360 renders: more than the preset's steps
     code, _, err = conftest.run_cli(["pretrain", *avatars, "--out", str(tmp_path / "prior"), "--quiet"], capsys)
     assert code in (0, None), err
     code, _, err = conftest.run_cli(["pretrain", *avatars, "--out", str(tmp_path / "prior"), "--steps", "50",
-                                     "--identities-per-step", "3", "--quiet"], capsys)
+                                     "--identities-per-step", "4", "--quiet"], capsys)
     assert code in (0, None), err
-    assert [c.train.steps for c in seen] == [3 * pretrain_module.RENDERS_PER_IDENTITY, 50]
+    assert [c.train.steps for c in seen] == [20 * pretrain_module.RENDERS_PER_IDENTITY, 50]
