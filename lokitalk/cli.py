@@ -154,7 +154,8 @@ def _parse_schedule(text: str, prior: Optional[Path]) -> tuple[float, float, flo
 def train(
     avatar: Path = typer.Argument(..., help="Avatar folder written by `lokitalk prepare`."),
     out: Path = typer.Option(..., "--out", "-o", help="Model folder to create (or continue with --resume)."),
-    preset: str = typer.Option("tiny", "--preset", help="tiny (CPU minutes), fast, or full (GPU quality)."),
+    preset: str = typer.Option("tiny", "--preset", help="tiny (6000 steps, CPU minutes), fast (3000), or full "
+                               "(30000, GPU quality)."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Override the preset's number of steps."),
     deformation: str = typer.Option("region", "--deformation", help="region (LokiTalk) or global "
                                     "(the ER-NeRF-like baseline)."),

@@ -59,3 +59,15 @@ def test_verify_rejects_what_is_not_a_video(tmp_path, capsys):
     text.write_text("not a video\n" * 100)
     code, err = run_cli(["verify", text], capsys)
     assert_one_line_error(code, err, "not a video")
+
+
+def test_train_help_states_each_presets_real_step_count():
+    import inspect
+
+    from lokitalk import cli
+    from lokitalk.train.config import preset
+
+    help_text = inspect.signature(cli.train).parameters["preset"].default.help
+    for name in ("tiny", "fast", "full"):
+        after = help_text.split(name, 1)[1]
+        assert after.lstrip(" (").startswith(str(preset(name).steps)), (name, help_text)
