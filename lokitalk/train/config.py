@@ -72,8 +72,9 @@ def preset(name: str, deformation: str = "region") -> TrainConfig:
         model = ModelConfig(FieldConfig(grid=grid, hidden=32),
                             DeformationConfig(kind=deformation, hidden=32, activation=DEFORMATION_ACTIVATION))
         # half-size frames: a quarter of the pixels, so that a CPU run takes minutes. 6000 steps
-        # (~4 min on 2 idle cores): against 3000, LPIPS and lip sync better on each of 9 seeds of
-        # id05 and id01, and no seed whose blinks fail (docs/RESULTS.md, "Twice the training")
+        # (~3.5 min on 2 idle cores at the demo's rate): against 3000, LPIPS and lip r better on
+        # all 9 seeds of id05 and id01, and no seed whose blinks fail (docs/RESULTS.md, "Twice the
+        # training")
         return TrainConfig(preset=name, model=model, steps=6000, rays_per_batch=1024, samples_per_ray=24,
                            image_scale=0.5)
     if name == "fast":
