@@ -129,24 +129,30 @@ def free_port():
         return sock.getsockname()[1]
 
 
+def run_pretrain_cli(identities, out, ranks=None):
+    """`lokitalk pretrain` on ann and bob, 12 steps, both a step: one plain process (`ranks` None)
+    or under torchrun with `ranks` gloo processes. The finished subprocess."""
+    command = ["-m", "lokitalk.cli", "pretrain", str(identities["ann"]), str(identities["bob"]), "--preset", "tiny",
+               "--steps", "12", "--identities-per-step", "2", "--device", "cpu", "--quiet", "--out", str(out)]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    if ranks is None:
+        return subprocess.run([sys.executable, *command], env=env, capture_output=True, text=True, timeout=300)
+    for attempt in range(2):  # a port taken between free_port() and torchrun's bind: one retry, fresh folder
+        done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node",
+                               str(ranks), "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{free_port()}",
+                               *command], env=env, capture_output=True, text=True, timeout=300)
+        if done.returncode == 0 or "address already in use" not in done.stderr.lower():
+            break
+        shutil.rmtree(out, ignore_errors=True)
+    return done
+
+
 def test_two_gloo_processes_follow_the_one_process_trajectory(identities, tmp_path):
     """torchrun, 2 CPU ranks (one identity each) vs one process doing both identities a step:
     the same losses within 1e-3 relative (only the order of floating-point sums differs)."""
-    avatars = [str(identities["ann"]), str(identities["bob"])]
-    common = ["pretrain", *avatars, "--preset", "tiny", "--steps", "12", "--identities-per-step", "2",
-              "--device", "cpu", "--quiet"]
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    single = subprocess.run([sys.executable, "-m", "lokitalk.cli", *common, "--out", str(tmp_path / "one")],
-                            env=env, capture_output=True, text=True, timeout=300)
+    single = run_pretrain_cli(identities, tmp_path / "one")
     assert single.returncode == 0, single.stderr[-2000:]
-    for attempt in range(2):  # a port taken between free_port() and torchrun's bind: one retry, fresh folder
-        two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
-                              "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{free_port()}",
-                              "-m", "lokitalk.cli", *common, "--out", str(tmp_path / "two")],
-                             env=env, capture_output=True, text=True, timeout=300)
-        if two.returncode == 0 or "address already in use" not in two.stderr.lower():
-            break
-        shutil.rmtree(tmp_path / "two", ignore_errors=True)
+    two = run_pretrain_cli(identities, tmp_path / "two", ranks=2)
     assert two.returncode == 0, two.stderr[-3000:]
     assert '"world_size": 2' in two.stdout
     one_log = read_log(tmp_path / "one" / "pretrain_log.csv")
@@ -160,22 +166,10 @@ def test_two_gloo_processes_follow_the_one_process_trajectory(identities, tmp_pa
 def test_one_rank_under_torchrun_uses_the_process_group_and_the_plain_trajectory(identities, tmp_path):
     """torchrun with one rank builds the process group (gloo here, NCCL on a GPU: how a one-GPU
     machine runs the NCCL path) and DDP, and follows the plain single process exactly."""
-    avatars = [str(identities["ann"]), str(identities["bob"])]
-    common = ["pretrain", *avatars, "--preset", "tiny", "--steps", "12", "--identities-per-step", "2",
-              "--device", "cpu", "--quiet"]
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    single = subprocess.run([sys.executable, "-m", "lokitalk.cli", *common, "--out", str(tmp_path / "one")],
-                            env=env, capture_output=True, text=True, timeout=300)
+    single = run_pretrain_cli(identities, tmp_path / "one")
     assert single.returncode == 0, single.stderr[-2000:]
     assert '"backend": null' in single.stdout
-    for attempt in range(2):
-        ranked = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node",
-                                 "1", "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{free_port()}",
-                                 "-m", "lokitalk.cli", *common, "--out", str(tmp_path / "ranked")],
-                                env=env, capture_output=True, text=True, timeout=300)
-        if ranked.returncode == 0 or "address already in use" not in ranked.stderr.lower():
-            break
-        shutil.rmtree(tmp_path / "ranked", ignore_errors=True)
+    ranked = run_pretrain_cli(identities, tmp_path / "ranked", ranks=1)
     assert ranked.returncode == 0, ranked.stderr[-3000:]
     assert '"backend": "gloo"' in ranked.stdout and '"world_size": 1' in ranked.stdout
     assert read_log(tmp_path / "one" / "pretrain_log.csv") == read_log(tmp_path / "ranked" / "pretrain_log.csv")
