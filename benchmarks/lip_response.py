@@ -41,18 +41,25 @@ def opening_of(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return opening, found
 
 
+def opening_match(rendered_opening: np.ndarray, real_opening: np.ndarray) -> tuple[float, float, int] | None:
+    """(amplitude ratio, correlation, frames) of a rendered mouth-opening track against the real
+    one, over the frames where both have a face; None with fewer than 3 such frames."""
+    both = ~np.isnan(real_opening) & ~np.isnan(rendered_opening)
+    if both.sum() < 3:
+        return None
+    return (float(np.std(rendered_opening[both]) / np.std(real_opening[both])),
+            float(np.corrcoef(rendered_opening[both], real_opening[both])[0, 1]), int(both.sum()))
+
+
 def lip_motion(rendered: np.ndarray, indices: np.ndarray, avatar, scale: float) -> dict:
     """How the rendered mouth moves against the real one on the same frames: `lip_amp` (std of the
     rendered mouth opening / std of the real one) and `lip_r` (their correlation)."""
     camera = avatar.camera.scaled(scale)
     real = np.stack([resize_image(avatar.frame(int(i)), camera) for i in indices])
-    real_opening, _ = opening_of(real)
-    rendered_opening, _ = opening_of(rendered)
-    both = ~np.isnan(real_opening) & ~np.isnan(rendered_opening)
-    if both.sum() < 3:
+    match = opening_match(opening_of(rendered)[0], opening_of(real)[0])
+    if match is None:
         return {"lip_amp": None, "lip_r": None}
-    return {"lip_amp": round(float(np.std(rendered_opening[both]) / np.std(real_opening[both])), 3),
-            "lip_r": round(float(np.corrcoef(rendered_opening[both], real_opening[both])[0, 1]), 3)}
+    return {"lip_amp": round(match[0], 3), "lip_r": round(match[1], 3)}
 
 
 def lip_sensitivity(model_dir: Path, avatar, device: str = "cpu", count: int = 5) -> float:
@@ -106,12 +113,9 @@ def main() -> None:
             camera = avatar.camera.scaled(metrics["image_scale"])
             real = np.stack([resize_image(avatar.frame(int(i)), camera) for i in saved["indices"]])
             real_opening, _ = opening_of(real)
-        rendered_opening, _ = opening_of(saved["frames"])
-        both = ~np.isnan(real_opening) & ~np.isnan(rendered_opening)
-        amp = float(np.std(rendered_opening[both]) / np.std(real_opening[both]))
-        r = float(np.corrcoef(rendered_opening[both], real_opening[both])[0, 1])
+        amp, r, frames = opening_match(opening_of(saved["frames"])[0], real_opening)
         row = {"variant": variant, "steps": args.steps, "train_s": round(train_s, 1), "amp": round(amp, 3),
-               "r": round(r, 3), "frames": int(both.sum())}
+               "r": round(r, 3), "frames": frames}
         row.update({k: metrics.get(k) for k in ("psnr", "psnr_mouth", "lpips", "lmd")})
         rows.append(row)
         print(json.dumps(row), flush=True)
