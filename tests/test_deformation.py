@@ -50,6 +50,59 @@ def test_a_grid_position_encoding_is_local_and_trained_with_the_grids():
     torch.testing.assert_close(restored.deformation.position(x), encoder(x))
 
 
+def test_the_torso_stage_reads_its_own_position_frequencies():
+    from lokitalk.train.checkpoint import model_config_from_dict, model_config_to_dict
+
+    config = DeformationConfig(posenc_frequencies=8, torso_posenc_frequencies=5, hidden=16)
+    torch.manual_seed(0)
+    deform = build_deformation(config)
+    perturb_outputs(deform)
+    x, lip, eye, pose = inputs(50, seed=4)
+    out = deform(x, lip, eye, pose)
+    # stage 1 by hand with 8 frequencies, stage 2 with 5
+    enc = positional_encoding(x, 8)
+    att = torch.sigmoid(deform.face_attention(enc))
+    hidden = deform.face_trunk(torch.cat([enc, att[:, :1] * deform.lip_proj(lip), att[:, 1:] * deform.eye_proj(eye)], -1))
+    x1 = x + deform.face_out(deform.act(hidden))
+    enc1 = positional_encoding(x1, 5)
+    dx_torso = torch.sigmoid(deform.torso_attention(enc1)) * deform.torso_net(torch.cat([enc1, deform.pose_proj(pose), hidden], -1))
+    torch.testing.assert_close(out.canonical, x1 + dx_torso)
+    # no parameters of its own: the same state dict as a model whose torso stage shares the face
+    # stage's encoding, and the setting round-trips through a model folder's JSON
+    shared = build_deformation(DeformationConfig(posenc_frequencies=8, torso_posenc_frequencies=None, hidden=16))
+    assert shared.torso_attention[0].in_features == 3 + 6 * 8 and deform.torso_attention[0].in_features == 3 + 6 * 5
+    assert set(shared.state_dict()) == set(deform.state_dict())
+    restored = model_config_from_dict(model_config_to_dict(ModelConfig(deformation=config)))
+    assert restored.deformation.torso_posenc_frequencies == 5
+
+
+def test_the_eye_regions_finer_bands_enter_only_through_the_eye_attention():
+    from lokitalk.model.deformation import frequency_bands
+
+    torch.manual_seed(0)
+    deform = build_deformation(DeformationConfig(posenc_frequencies=6, eye_posenc_frequencies=8, hidden=16))
+    perturb_outputs(deform)
+    x, lip, eye, pose = inputs(50, seed=5)
+    extra = frequency_bands(x, 6, 8)
+    assert extra.shape == (50, 12) and deform.face_trunk[0].in_features == (3 + 36) + 32 + 32 + 12
+    angles = torch.stack([x * 64 * torch.pi, x * 128 * torch.pi], -1)  # 2^6 pi x, 2^7 pi x
+    torch.testing.assert_close(extra, torch.cat([angles.sin().flatten(1), angles.cos().flatten(1)], 1))
+    band_columns = slice(deform.face_trunk[0].in_features - 12, None)
+
+    def moved_by_the_bands(eye_logit_bias: float) -> torch.Tensor:
+        with torch.no_grad():
+            deform.face_attention[-1].bias[1] = eye_logit_bias
+            before = deform(x, lip, eye, pose).canonical
+            saved = deform.face_trunk[0].weight[:, band_columns].clone()
+            deform.face_trunk[0].weight[:, band_columns] += 1.0
+            after = deform(x, lip, eye, pose).canonical
+            deform.face_trunk[0].weight[:, band_columns] = saved
+        return (after - before).abs().amax()
+
+    assert moved_by_the_bands(-80.0) == 0  # eye attention 0: the finer bands are not seen
+    assert moved_by_the_bands(80.0) > 1e-3  # eye attention 1: they are
+
+
 def perturb_outputs(deform):
     with torch.no_grad():
         for p in deform.parameters():

@@ -37,7 +37,7 @@ the global net). `identity_dim` = 0 (the default) builds exactly the single-pers
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 import torch
@@ -49,6 +49,17 @@ from torch import nn
 class DeformationConfig:
     kind: str = "region"  # "region" or "global"
     posenc_frequencies: int = 6
+    # the torso stage's own count (None: the same). The face stage moves lids and lips, centimetre
+    # features; the torso stage moves neck and shoulders as a whole and, with finer frequencies,
+    # fitted the training views' torso at the cost of unseen ones (docs/RESULTS.md, "Finer position
+    # encoding")
+    torso_posenc_frequencies: int | None = None
+    # > posenc_frequencies: the eye region's finer bands. sin/cos of x at frequencies
+    # posenc_frequencies .. eye_posenc_frequencies - 1, multiplied by the eye attention, enter the
+    # face stage beside the shared encoding: a lid can move across the eye (~1 cm) without giving
+    # every other point of the face, and the empty space of views never trained on, that freedom
+    # (docs/RESULTS.md, "Finer position encoding")
+    eye_posenc_frequencies: int = 0
     hidden: int = 64
     lip_dim: int = 16
     eye_dim: int = 2
@@ -108,9 +119,14 @@ def _check_identity(config: DeformationConfig, identity: DeformationIdentity | N
 
 def positional_encoding(x: torch.Tensor, frequencies: int) -> torch.Tensor:
     """[M,3] -> [M, 3 + 6 * frequencies]: x, sin(2^k pi x), cos(2^k pi x)."""
-    scales = (2.0 ** torch.arange(frequencies, device=x.device, dtype=x.dtype)) * torch.pi
+    return torch.cat([x, frequency_bands(x, 0, frequencies)], dim=-1)
+
+
+def frequency_bands(x: torch.Tensor, first: int, stop: int) -> torch.Tensor:
+    """[M,3] -> [M, 6 * (stop - first)]: sin(2^k pi x), then cos(2^k pi x), for k in first..stop-1."""
+    scales = (2.0 ** torch.arange(first, stop, device=x.device, dtype=x.dtype)) * torch.pi
     angles = x[..., None] * scales  # [M,3,F]
-    return torch.cat([x, torch.sin(angles).flatten(1), torch.cos(angles).flatten(1)], dim=-1)
+    return torch.cat([torch.sin(angles).flatten(1), torch.cos(angles).flatten(1)], dim=-1)
 
 
 def mlp(in_dim: int, hidden: int, out_dim: int, layers: int = 2, zero_last: bool = False,
@@ -166,7 +182,17 @@ class RegionDeformation(nn.Module):
         super().__init__()
         self.config = config
         self.position = PositionEncoder(config, box_min, box_max)
+        # the torso stage's encoder: its own only with its own frequency count (no parameters, so
+        # the state dict is the same either way); else the face stage's, by reference
+        self.torso_position = None
+        if config.torso_posenc_frequencies is not None and config.position_encoding == "frequency":
+            self.torso_position = PositionEncoder(replace(config, posenc_frequencies=config.torso_posenc_frequencies),
+                                                  box_min, box_max)
         pe = self.position.output_dim
+        pe_torso = self._torso_encoder().output_dim
+        self.eye_bands = 0
+        if config.position_encoding == "frequency":
+            self.eye_bands = max(0, config.eye_posenc_frequencies - config.posenc_frequencies)
         s = config.signal_dim
         self.lip_proj = nn.Linear(config.lip_dim, s)
         self.eye_proj = nn.Linear(config.eye_dim, s)
@@ -178,14 +204,17 @@ class RegionDeformation(nn.Module):
         if config.identity_dim:
             self.identity_proj = nn.Linear(config.identity_dim, s)
         eye_in_trunk = 0 if config.separate_eyes else s
-        self.face_trunk = mlp(pe + s + eye_in_trunk + ident, config.hidden, config.hidden, layers=1, activation=act)
+        self.face_trunk = mlp(pe + s + eye_in_trunk + ident + 6 * self.eye_bands, config.hidden, config.hidden, layers=1, activation=act)
         self.face_out = nn.Linear(config.hidden, 3)
         if config.separate_eyes:
             self.eye_net = mlp(pe + s, config.hidden, 3, layers=1, zero_last=True, activation=act)
-        self.torso_attention = mlp(pe, config.hidden, 1, layers=1, activation=act)
-        self.torso_net = mlp(pe + s + config.hidden, config.hidden, 3, layers=2, zero_last=True, activation=act)
+        self.torso_attention = mlp(pe_torso, config.hidden, 1, layers=1, activation=act)
+        self.torso_net = mlp(pe_torso + s + config.hidden, config.hidden, 3, layers=2, zero_last=True, activation=act)
         nn.init.zeros_(self.face_out.weight)
         nn.init.zeros_(self.face_out.bias)
+
+    def _torso_encoder(self) -> PositionEncoder:
+        return self.position if self.torso_position is None else self.torso_position
 
     def forward(self, x: torch.Tensor, lip: torch.Tensor, eye: torch.Tensor, pose: torch.Tensor,
                 identity: DeformationIdentity | None = None) -> DeformationOutput:
@@ -199,6 +228,9 @@ class RegionDeformation(nn.Module):
         lip_in = a_lip[:, None] * self.lip_proj(lip)  # [M,s] (broadcast from [1,s] when shared)
         eye_in = a_eye[:, None] * self.eye_proj(eye)
         parts = [enc, lip_in] if self.config.separate_eyes else [enc, lip_in, eye_in]
+        if self.eye_bands:
+            first = self.config.posenc_frequencies
+            parts.append(a_eye[:, None] * frequency_bands(x, first, first + self.eye_bands))
         if identity is not None:
             parts.append(self.identity_proj(identity.code.to(x.dtype)).expand(x.shape[0], -1))
         hidden = self.face_trunk(torch.cat(parts, -1))
@@ -208,7 +240,7 @@ class RegionDeformation(nn.Module):
         if self.config.separate_eyes:
             dx_face = dx_face + a_eye[:, None] * self.eye_net(torch.cat([enc, eye_in], -1))
         x1 = x + dx_face
-        enc1 = self.position(x1)
+        enc1 = self._torso_encoder()(x1)
         a_torso = torch.sigmoid(self.torso_attention(enc1))[:, 0]
         pose_in = self.pose_proj(pose).expand(x.shape[0], -1)
         dx_torso = a_torso[:, None] * self.torso_net(torch.cat([enc1, pose_in, hidden], -1))
