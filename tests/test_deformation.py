@@ -50,32 +50,6 @@ def test_a_grid_position_encoding_is_local_and_trained_with_the_grids():
     torch.testing.assert_close(restored.deformation.position(x), encoder(x))
 
 
-def test_the_torso_stage_reads_its_own_position_frequencies():
-    from lokitalk.train.checkpoint import model_config_from_dict, model_config_to_dict
-
-    config = DeformationConfig(posenc_frequencies=8, torso_posenc_frequencies=5, hidden=16)
-    torch.manual_seed(0)
-    deform = build_deformation(config)
-    perturb_outputs(deform)
-    x, lip, eye, pose = inputs(50, seed=4)
-    out = deform(x, lip, eye, pose)
-    # stage 1 by hand with 8 frequencies, stage 2 with 5
-    enc = positional_encoding(x, 8)
-    att = torch.sigmoid(deform.face_attention(enc))
-    hidden = deform.face_trunk(torch.cat([enc, att[:, :1] * deform.lip_proj(lip), att[:, 1:] * deform.eye_proj(eye)], -1))
-    x1 = x + deform.face_out(deform.act(hidden))
-    enc1 = positional_encoding(x1, 5)
-    dx_torso = torch.sigmoid(deform.torso_attention(enc1)) * deform.torso_net(torch.cat([enc1, deform.pose_proj(pose), hidden], -1))
-    torch.testing.assert_close(out.canonical, x1 + dx_torso)
-    # no parameters of its own: the same state dict as a model whose torso stage shares the face
-    # stage's encoding, and the setting round-trips through a model folder's JSON
-    shared = build_deformation(DeformationConfig(posenc_frequencies=8, torso_posenc_frequencies=None, hidden=16))
-    assert shared.torso_attention[0].in_features == 3 + 6 * 8 and deform.torso_attention[0].in_features == 3 + 6 * 5
-    assert set(shared.state_dict()) == set(deform.state_dict())
-    restored = model_config_from_dict(model_config_to_dict(ModelConfig(deformation=config)))
-    assert restored.deformation.torso_posenc_frequencies == 5
-
-
 def test_the_eye_regions_finer_bands_enter_only_through_the_eye_attention():
     from lokitalk.model.deformation import frequency_bands
 

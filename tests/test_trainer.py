@@ -174,6 +174,30 @@ def test_a_resumed_run_keeps_the_lip_input_it_started_with(avatar, tmp_path):
     assert json.loads((tmp_path / "m" / "model.json").read_text())["train"]["lip_input"] == "raw"
 
 
+def test_enough_video_gets_a_finer_deformation_encoding_and_a_resumed_run_keeps_its_own(avatar, tmp_path):
+    """The synthetic clip has 2.7 s of training video: with fine_deformation_seconds at 2 s the
+    model reads one more position band than the preset's 6; at 5 s, or None, it does not. A run
+    started without the setting (an older folder) resumes with the encoding it was built with."""
+    from lokitalk.render.loading import load_trained
+    from lokitalk.train.trainer import position_frequencies
+
+    assert [position_frequencies(replace(micro_config(), fine_deformation_seconds=t), 30.0)
+            for t in (None, 30.0, 30.01)] == [6, 7, 6]
+    train(avatar, tmp_path / "fine", replace(micro_config(4), fine_deformation_seconds=2.0), device="cpu",
+          show_progress=False)
+    train(avatar, tmp_path / "plain", replace(micro_config(4), fine_deformation_seconds=5.0), device="cpu",
+          show_progress=False)
+    assert load_trained(tmp_path / "fine").model.config.deformation.posenc_frequencies == 7
+    assert load_trained(tmp_path / "fine").model.deformation.face_trunk[0].in_features == 3 + 6 * 7 + 8 + 8
+    assert load_trained(tmp_path / "plain").model.config.deformation.posenc_frequencies == 6
+
+    train(avatar, tmp_path / "old", replace(micro_config(4), fine_deformation_seconds=None, checkpoint_every=2),
+          device="cpu", show_progress=False, stop_after=2)
+    resumed = train(avatar, tmp_path / "old", replace(micro_config(4), fine_deformation_seconds=2.0, checkpoint_every=2),
+                    device="cpu", show_progress=False, resume=True)
+    assert resumed["finished"] and load_trained(tmp_path / "old").model.config.deformation.posenc_frequencies == 6
+
+
 def test_eye_input_unit_centres_and_scales_the_eye_ratio_inside_the_model(avatar, tmp_path):
     """`eye_input="unit"`: the saved model centres the eye ratio on its training mean and divides
     by its spread; that renders exactly what the same weights render on the transformed input."""

@@ -24,8 +24,10 @@ Both start as the identity (last layers zero-initialised): a fresh model renders
 field unchanged.
 
 Position encoding (`position_encoding`): "frequency" feeds the nets sin/cos of the position in
-metres (finest period 6 cm at 6 frequencies: smooth, but too coarse to move an eyelid without
-dragging its surroundings); "grid" feeds them the position normalised to the field's box plus a
+metres (finest period 6 cm at 6 frequencies: smooth, but coarse for an eyelid, which moves ~1 cm
+across the eye; with 20 s of video or more training adds a 7th band, 3 cm: train.config
+`fine_deformation_seconds`; `eye_posenc_frequencies` gives the finer bands to the eye region
+only, an experiment); "grid" feeds them the position normalised to the field's box plus a
 small multiresolution tri-plane grid of learned features (ER-NeRF's choice for its
 audio-spatial encoder): local, so a displacement can be confined to a centimetre-sized region.
 
@@ -37,7 +39,7 @@ the global net). `identity_dim` = 0 (the default) builds exactly the single-pers
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
@@ -49,16 +51,12 @@ from torch import nn
 class DeformationConfig:
     kind: str = "region"  # "region" or "global"
     posenc_frequencies: int = 6
-    # the torso stage's own count (None: the same). The face stage moves lids and lips, centimetre
-    # features; the torso stage moves neck and shoulders as a whole and, with finer frequencies,
-    # fitted the training views' torso at the cost of unseen ones (docs/RESULTS.md, "Finer position
-    # encoding")
-    torso_posenc_frequencies: int | None = None
     # > posenc_frequencies: the eye region's finer bands. sin/cos of x at frequencies
     # posenc_frequencies .. eye_posenc_frequencies - 1, multiplied by the eye attention, enter the
-    # face stage beside the shared encoding: a lid can move across the eye (~1 cm) without giving
-    # every other point of the face, and the empty space of views never trained on, that freedom
-    # (docs/RESULTS.md, "Finer position encoding")
+    # face stage beside the shared encoding, meant to let a lid move across the eye (~1 cm) without
+    # giving the rest of the face that freedom. Measured (docs/RESULTS.md, "Finer position
+    # encoding"): blinks deepen as with finer bands everywhere, but on a 16 s clip unseen views
+    # still suffered on one seed of two; off
     eye_posenc_frequencies: int = 0
     hidden: int = 64
     lip_dim: int = 16
@@ -182,14 +180,7 @@ class RegionDeformation(nn.Module):
         super().__init__()
         self.config = config
         self.position = PositionEncoder(config, box_min, box_max)
-        # the torso stage's encoder: its own only with its own frequency count (no parameters, so
-        # the state dict is the same either way); else the face stage's, by reference
-        self.torso_position = None
-        if config.torso_posenc_frequencies is not None and config.position_encoding == "frequency":
-            self.torso_position = PositionEncoder(replace(config, posenc_frequencies=config.torso_posenc_frequencies),
-                                                  box_min, box_max)
         pe = self.position.output_dim
-        pe_torso = self._torso_encoder().output_dim
         self.eye_bands = 0
         if config.position_encoding == "frequency":
             self.eye_bands = max(0, config.eye_posenc_frequencies - config.posenc_frequencies)
@@ -204,17 +195,15 @@ class RegionDeformation(nn.Module):
         if config.identity_dim:
             self.identity_proj = nn.Linear(config.identity_dim, s)
         eye_in_trunk = 0 if config.separate_eyes else s
-        self.face_trunk = mlp(pe + s + eye_in_trunk + ident + 6 * self.eye_bands, config.hidden, config.hidden, layers=1, activation=act)
+        self.face_trunk = mlp(pe + s + eye_in_trunk + ident + 6 * self.eye_bands, config.hidden, config.hidden,
+                              layers=1, activation=act)
         self.face_out = nn.Linear(config.hidden, 3)
         if config.separate_eyes:
             self.eye_net = mlp(pe + s, config.hidden, 3, layers=1, zero_last=True, activation=act)
-        self.torso_attention = mlp(pe_torso, config.hidden, 1, layers=1, activation=act)
-        self.torso_net = mlp(pe_torso + s + config.hidden, config.hidden, 3, layers=2, zero_last=True, activation=act)
+        self.torso_attention = mlp(pe, config.hidden, 1, layers=1, activation=act)
+        self.torso_net = mlp(pe + s + config.hidden, config.hidden, 3, layers=2, zero_last=True, activation=act)
         nn.init.zeros_(self.face_out.weight)
         nn.init.zeros_(self.face_out.bias)
-
-    def _torso_encoder(self) -> PositionEncoder:
-        return self.position if self.torso_position is None else self.torso_position
 
     def forward(self, x: torch.Tensor, lip: torch.Tensor, eye: torch.Tensor, pose: torch.Tensor,
                 identity: DeformationIdentity | None = None) -> DeformationOutput:
@@ -240,7 +229,7 @@ class RegionDeformation(nn.Module):
         if self.config.separate_eyes:
             dx_face = dx_face + a_eye[:, None] * self.eye_net(torch.cat([enc, eye_in], -1))
         x1 = x + dx_face
-        enc1 = self._torso_encoder()(x1)
+        enc1 = self.position(x1)
         a_torso = torch.sigmoid(self.torso_attention(enc1))[:, 0]
         pose_in = self.pose_proj(pose).expand(x.shape[0], -1)
         dx_torso = a_torso[:, None] * self.torso_net(torch.cat([enc1, pose_in, hidden], -1))

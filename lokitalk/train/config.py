@@ -11,6 +11,9 @@ from ..model.encoding import TriPlaneConfig
 from ..model.field import FieldConfig, ModelConfig
 
 
+FINE_DEFORMATION_SECONDS = 20.0
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     preset: str = "tiny"
@@ -57,6 +60,13 @@ class TrainConfig:
     # (lokitalk.train.prior.finetune_schedule)
     finetune_schedule: tuple[float, float, float] | None = None
     train_seconds: float | None = None  # train on the first N s of the train split only (test frames unchanged)
+    # with at least this many seconds of training video the deformation nets read one more
+    # position frequency band (finest period 6 -> 3 cm; lokitalk.train.trainer.position_frequencies).
+    # None: never. With 54 s (id01) blinks deepened on 4 of 4 seeds (0.38 -> 0.65 of the real
+    # depth) with PSNR and lip r better on all 4; with 23 s (id04) LPIPS and LMD better on 4 of 4;
+    # with 16 s (id05, test views the clip never showed) it cost 0.5-1.9 dB (docs/RESULTS.md,
+    # "Finer position encoding")
+    fine_deformation_seconds: float | None = FINE_DEFORMATION_SECONDS
 
 
 # SiLU in the deformation nets: with ReLU the lip path died in some runs (lips frozen whatever the

@@ -102,13 +102,24 @@ def eye_input_transform(eye_ratios, mode: str) -> tuple[float, float]:
     return float(values.mean()), (1.0 / spread if spread > 1e-12 else 1.0)
 
 
-def build_model(config: TrainConfig, lip_features: np.ndarray, eye_ratios: np.ndarray, device: torch.device
-                ) -> TalkingHead:
-    """A fresh model for lip features [N,K] and eye ratios [N,2] (those of the training frames)."""
+def position_frequencies(config: TrainConfig, seconds: float) -> int:
+    """The deformation nets' position frequency count for `seconds` of training video: one band
+    finer than the preset's with enough video to pin the finer motion down (blinks deepened), the
+    preset's with less (the finer bands fitted the few training views at the cost of unseen ones)."""
+    base = config.model.deformation.posenc_frequencies
+    fine = config.fine_deformation_seconds is not None and seconds >= config.fine_deformation_seconds
+    return base + 1 if fine else base
+
+
+def build_model(config: TrainConfig, lip_features: np.ndarray, eye_ratios: np.ndarray, device: torch.device,
+                seconds: float = 0.0) -> TalkingHead:
+    """A fresh model for lip features [N,K] and eye ratios [N,2] (those of the training frames),
+    `seconds` of training video."""
     eye_mean, eye_scale = eye_input_transform(eye_ratios, config.eye_input)
     deformation = replace(config.model.deformation, lip_dim=lip_features.shape[1],
                           lip_scale=lip_input_scale(lip_features, config.lip_input),
-                          eye_mean=eye_mean, eye_scale=eye_scale)
+                          eye_mean=eye_mean, eye_scale=eye_scale,
+                          posenc_frequencies=position_frequencies(config, seconds))
     return TalkingHead(replace(config.model, deformation=deformation)).to(device)
 
 
@@ -130,13 +141,16 @@ def train(avatar_dir: Path, model_dir: Path, config: TrainConfig, device: str = 
     frames = training_frames(avatar, config.train_seconds)
     previous = json.loads((model_dir / "model.json").read_text()) if (model_dir / "model.json").exists() else {}
     if resume and previous:
-        # a run continues with the signal inputs it started with (folders from before them: raw)
+        # a run continues with the signal inputs and position encoding it started with (folders
+        # from before these settings: raw inputs, the preset's encoding)
         started = previous.get("train", {})
-        config = replace(config, lip_input=started.get("lip_input", "raw"), eye_input=started.get("eye_input", "raw"))
+        config = replace(config, lip_input=started.get("lip_input", "raw"), eye_input=started.get("eye_input", "raw"),
+                         fine_deformation_seconds=started.get("fine_deformation_seconds"))
     torch.manual_seed(config.seed)
     schedule = None
     if prior is None:
-        model = build_model(config, avatar.lip_feature[frames], avatar.eye_ratio[frames], dev)
+        model = build_model(config, avatar.lip_feature[frames], avatar.eye_ratio[frames], dev,
+                            len(frames) / avatar.fps)
     else:
         from .prior import finetune_model, finetune_schedule, load_prior
 
