@@ -172,6 +172,10 @@ def train(
                                                     help="With --prior: the share of steps where only the "
                                                     "person's parts learn, then the shared nets' and grid's "
                                                     "learning-rate scales (default: chosen by seconds of video)."),
+    fine_deformation_seconds: float = typer.Option(20.0, "--fine-deformation-seconds",
+                                                   help="With at least this many seconds of training video the "
+                                                   "deformation gets a finer position band (deeper blinks); "
+                                                   "inf: never."),
 ) -> None:
     """Train the talking head of one person on the avatar's training frames."""
     from .train.config import preset as make_preset
@@ -192,6 +196,11 @@ def train(
         config = replace(config, train_seconds=train_seconds)
     if finetune_schedule is not None:
         config = replace(config, finetune_schedule=_parse_schedule(finetune_schedule, prior))
+    if not fine_deformation_seconds >= 0:  # also NaN
+        raise LokiTalkError("--fine-deformation-seconds must be 0 or more (inf: never)")
+    # inf is kept as None (never): model.json stays strict JSON
+    never = fine_deformation_seconds == float("inf")
+    config = replace(config, fine_deformation_seconds=None if never else fine_deformation_seconds)
     summary = run_train(avatar, out, config, device=device, resume=resume, show_progress=not quiet, prior=prior)
     typer.echo(json.dumps(summary))
 

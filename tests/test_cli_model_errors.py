@@ -37,7 +37,9 @@ def test_train_rejects_bad_options(tmp_path, capsys):
                          (["--finetune-schedule", "0.1,1,1"], "needs --prior"),
                          (["--prior", tmp_path, "--finetune-schedule", "0.1,1"], "FRACTION,NETS,GRID"),
                          (["--prior", tmp_path, "--finetune-schedule", "a,b,c"], "FRACTION,NETS,GRID"),
-                         (["--prior", tmp_path, "--finetune-schedule", "1.5,1,1"], "fraction in [0, 1]")):
+                         (["--prior", tmp_path, "--finetune-schedule", "1.5,1,1"], "fraction in [0, 1]"),
+                         (["--fine-deformation-seconds", "-1"], "--fine-deformation-seconds"),
+                         (["--fine-deformation-seconds", "nan"], "--fine-deformation-seconds")):
         code, err = run_cli(["train", tmp_path, "--out", tmp_path / "m", *args], capsys)
         assert_one_line_error(code, err, needle)
         assert not (tmp_path / "m").exists()
@@ -61,13 +63,16 @@ def test_verify_rejects_what_is_not_a_video(tmp_path, capsys):
     assert_one_line_error(code, err, "not a video")
 
 
-def test_train_help_states_each_presets_real_step_count():
+def test_train_help_states_each_presets_real_step_count_and_the_configs_defaults():
     import inspect
 
     from lokitalk import cli
-    from lokitalk.train.config import preset
+    from lokitalk.train.config import TrainConfig, preset
 
-    help_text = inspect.signature(cli.train).parameters["preset"].default.help
+    options = inspect.signature(cli.train).parameters
+    help_text = options["preset"].default.help
     for name in ("tiny", "fast", "full"):
         after = help_text.split(name, 1)[1]
         assert after.lstrip(" (").startswith(str(preset(name).steps)), (name, help_text)
+    # the CLI keeps its own literal (importing the config would load torch for every command)
+    assert options["fine_deformation_seconds"].default.default == TrainConfig().fine_deformation_seconds
