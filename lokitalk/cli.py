@@ -352,6 +352,64 @@ def speak(
     typer.echo(json.dumps(run_speak(model, audio, out, config, device=device, show_progress=not quiet)))
 
 
+@app.command()
+def stream(
+    model: Path = typer.Argument(..., help="Model folder written by `lokitalk train`."),
+    audio: str = typer.Option(..., "--audio", "-a", help="Speech as it arrives: '-' reads raw 16-bit mono PCM "
+                              "from stdin (at --rate), else any audio file, read piece by piece."),
+    out: str = typer.Option(..., "--out", "-o", help="Fragmented mp4 to write as frames are made; '-' writes "
+                            "it to stdout (e.g. | ffplay -)."),
+    rate: int = typer.Option(16000, "--rate", help="Sample rate of the raw PCM on stdin."),
+    realtime: bool = typer.Option(False, "--realtime", help="Read a file at the pace it would be spoken "
+                                  "(stands in for a live source; latency is then meaningful)."),
+    chunk_ms: float = typer.Option(20.0, "--chunk-ms", help="Audio piece size in ms."),
+    max_latency: Optional[float] = typer.Option(None, "--max-latency", help="Seconds: a frame later than this "
+                                                "after its audio is not rendered, the last one is shown again "
+                                                "(keeps a slow machine live). Default: render every frame."),
+    head_motion: str = typer.Option("replay", "--head-motion", help="replay (the person's own motion, re-cut "
+                                    "without loops) or still."),
+    no_adapt: bool = typer.Option(False, "--no-adapt", help="Use the shared Audio2Motion as is."),
+    no_blinks: bool = typer.Option(False, "--no-blinks", help="Eyes stay open."),
+    seed: int = typer.Option(0, "--seed", help="Seed of blink times and head-motion segments."),
+    lip_gain: Optional[float] = typer.Option(None, "--lip-gain", help="Scale the lip motion by this (default: "
+                                             "the gain `calibrate-lips` measured for the model, else 1)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress line."),
+) -> None:
+    """Say speech while it arrives (a live digital human): frames out ~0.3 s after their audio."""
+    from .speak import SpeakConfig
+    from .speak.stream import paced, rechunk, stream_speak
+
+    if not 1.0 <= chunk_ms <= 1000.0:
+        raise LokiTalkError("--chunk-ms must be between 1 and 1000")
+    if max_latency is not None and not max_latency > 0:
+        raise LokiTalkError("--max-latency must be positive (seconds)")
+    if audio == "-" and realtime:
+        raise LokiTalkError("--realtime paces a file; stdin arrives at its own pace")
+    config = SpeakConfig(head_motion=head_motion, adapt=not no_adapt, blinks=not no_blinks, seed=seed,
+                         lip_gain=lip_gain)
+    from .speak.audio_input import SAMPLE_RATE
+
+    size = max(1, round(chunk_ms / 1e3 * SAMPLE_RATE))
+    if audio == "-":
+        from .media.audio import iter_raw_pcm
+
+        if rate < 4000:
+            raise LokiTalkError("--rate must be at least 4000")
+        pieces = rechunk(iter_raw_pcm(sys.stdin.buffer, rate, SAMPLE_RATE, chunk_ms / 1e3), size)
+    else:
+        from .media.audio import iter_audio
+        from .speak.audio_input import check_speech_path
+
+        check_speech_path(Path(audio))
+        pieces = rechunk(iter_audio(Path(audio), SAMPLE_RATE), size)
+        pieces = paced(pieces, SAMPLE_RATE) if realtime else pieces
+    target = sys.stdout.buffer if out == "-" else Path(out)
+    summary = stream_speak(model, pieces, target, config, device=device, show_progress=not quiet,
+                           max_latency_s=max_latency)
+    typer.echo(json.dumps(summary), err=out == "-")
+
+
 @app.command("calibrate-lips")
 def calibrate_lips(
     model: Path = typer.Argument(..., help="Model folder written by `lokitalk train`."),

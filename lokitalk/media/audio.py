@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import wave
 from pathlib import Path
+from typing import BinaryIO, Iterator
 
 import av
 import numpy as np
@@ -35,28 +36,80 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """
     if sample_rate <= 0:
         raise ValueError(f"sample_rate must be positive, got {sample_rate}")
+    return np.concatenate(list(iter_audio(path, sample_rate)))
+
+
+def iter_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> Iterator[np.ndarray]:
+    """`load_audio`'s samples in pieces as they are decoded (bounded memory on long files): the
+    same values, concatenated. The last MAX_PADDING_S are held back until the end, where the
+    encoder's padding is trimmed (`_trim_padding`). Errors are raised by the first `next`."""
+    if sample_rate <= 0:
+        raise ValueError(f"sample_rate must be positive, got {sample_rate}")
     path = Path(path)
-    chunks: list[np.ndarray] = []
     with open_media(path, "an audio or video file") as container:
         stream = _audio_stream(container, path)
-        # Planar float keeps channels apart for the average; layout and channel count pass through.
-        resampler = av.AudioResampler(format="fltp", rate=sample_rate)
-        try:
-            for frame in container.decode(stream):
-                chunks.extend(_mono(f) for f in resampler.resample(frame))
-            chunks.extend(_mono(f) for f in resampler.resample(None))  # flush the filter's tail
-        except (av.FFmpegError, ValueError) as err:
-            # ValueError: PyAV's resampler refuses a mid-stream change of layout or rate.
-            raise InputError(
-                f"{path} has an audio stream that cannot be decoded: {error_reason(err)}"
-            ) from err
-        declared = None
-        if stream.duration and stream.time_base:
-            declared = float(stream.duration * stream.time_base)
-    if not chunks:
+        declared = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else None
+        keep = round(MAX_PADDING_S * sample_rate) if declared is not None else 0
+        held, given = np.zeros(0, np.float32), 0
+        for chunk in _decoded(container, stream, sample_rate, path):
+            held = np.concatenate([held, chunk])
+            if len(held) > keep:
+                ready, held = held[:len(held) - keep], held[len(held) - keep:]
+                given += len(ready)
+                yield np.clip(ready, -1.0, 1.0)  # resampling ringing can overshoot full scale
+    if given + len(held) == 0:
         raise InputError(f"{path} has an audio stream with no decodable samples")
-    audio = _trim_padding(np.concatenate(chunks), declared, sample_rate)
-    return np.clip(audio, -1.0, 1.0, out=audio)  # resampling ringing can overshoot full scale
+    whole = given + len(held)
+    excess = whole - len(_trim_padding(np.empty(whole, np.float32), declared, sample_rate))
+    if len(held) - excess > 0:
+        yield np.clip(held[:len(held) - excess], -1.0, 1.0)
+
+
+def _decoded(container: av.container.InputContainer, stream: av.audio.stream.AudioStream, sample_rate: int,
+             path: Path) -> Iterator[np.ndarray]:
+    # Planar float keeps channels apart for the average; layout and channel count pass through.
+    resampler = av.AudioResampler(format="fltp", rate=sample_rate)
+    try:
+        for frame in container.decode(stream):
+            yield from (_mono(f) for f in resampler.resample(frame))
+        yield from (_mono(f) for f in resampler.resample(None))  # flush the filter's tail
+    except (av.FFmpegError, ValueError) as err:
+        # ValueError: PyAV's resampler refuses a mid-stream change of layout or rate.
+        raise InputError(f"{path} has an audio stream that cannot be decoded: {error_reason(err)}") from err
+
+
+def iter_raw_pcm(source: BinaryIO, rate: int, sample_rate: int = SAMPLE_RATE,
+                 chunk_s: float = 0.02) -> Iterator[np.ndarray]:
+    """Raw 16-bit little-endian mono PCM at `rate` (e.g. `ffmpeg -f s16le -ac 1 -ar 16000 -` or
+    a microphone pipe) as float32 pieces at `sample_rate`, each as soon as `chunk_s` of it has
+    been read (the last may be shorter)."""
+    if rate <= 0:
+        raise ValueError(f"rate must be positive, got {rate}")
+    resampler = av.AudioResampler(format="fltp", rate=sample_rate) if rate != sample_rate else None
+    size = max(2, 2 * round(chunk_s * rate))
+    carry = b""
+    while True:
+        data = source.read(size - len(carry))
+        if not data:
+            break
+        carry += data
+        if len(carry) < size:
+            continue
+        samples, carry = np.frombuffer(carry, "<i2"), b""
+        yield from _pcm_to_float(samples, rate, resampler)
+    if len(carry) >= 2:
+        yield from _pcm_to_float(np.frombuffer(carry[:len(carry) // 2 * 2], "<i2"), rate, resampler)
+    if resampler is not None:
+        yield from (_mono(f) for f in resampler.resample(None))
+
+
+def _pcm_to_float(samples: np.ndarray, rate: int, resampler) -> Iterator[np.ndarray]:
+    if resampler is None:
+        yield samples.astype(np.float32) / 32768.0
+        return
+    frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples)[None, :], format="s16", layout="mono")
+    frame.sample_rate = rate
+    yield from (np.clip(_mono(f), -1.0, 1.0) for f in resampler.resample(frame))
 
 
 def _trim_padding(audio: np.ndarray, declared_s: float | None, sample_rate: int) -> np.ndarray:

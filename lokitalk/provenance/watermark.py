@@ -202,31 +202,38 @@ def _luma(rgb: np.ndarray) -> np.ndarray:
     return 0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]
 
 
-def embed_frames(
-    frames: Iterable[np.ndarray], payload: Payload, key: bytes | str = DEFAULT_KEY
-) -> Iterator[np.ndarray]:
-    """Watermark each RGB uint8 frame with `payload` (a generator: one frame in, one frame out).
+class FrameStamper:
+    """Watermarks one RGB uint8 frame at a time with `payload` (for frames that arrive one by one,
+    as in a live stream). The same pattern goes into every frame of a given size, computed once
+    per size; frames smaller than MIN_SIZE on a side pass through unchanged."""
 
-    The same pattern goes into every frame of a given size; frames smaller than MIN_SIZE on a side
-    pass through unchanged.
-    """
-    signs = layout_for(key).chip_signs(encode_payload(payload))
-    patterns: dict[tuple[int, int], np.ndarray] = {}
-    for frame in frames:
+    def __init__(self, payload: Payload, key: bytes | str = DEFAULT_KEY):
+        self.signs = layout_for(key).chip_signs(encode_payload(payload))
+        self.patterns: dict[tuple[int, int], np.ndarray] = {}
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
         frame = np.asarray(frame)
         if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
             raise ValueError(f"frames must be uint8 HxWx3 RGB, got {frame.dtype} {frame.shape}")
         h, w = frame.shape[:2]
         if min(h, w) < MIN_SIZE:
-            yield frame.copy()
-            continue
-        delta = patterns.get((h, w))
+            return frame.copy()
+        delta = self.patterns.get((h, w))
         if delta is None:
-            pattern = render_pattern(signs, h, w)
+            pattern = render_pattern(self.signs, h, w)
             delta = (AMPLITUDE / float(np.sqrt(np.mean(pattern.astype(np.float64) ** 2)))) * pattern
-            patterns[(h, w)] = delta
+            self.patterns[(h, w)] = delta
         marked = frame.astype(np.float32) + delta[:, :, None]
-        yield np.clip(np.rint(marked), 0, 255).astype(np.uint8)
+        return np.clip(np.rint(marked), 0, 255).astype(np.uint8)
+
+
+def embed_frames(
+    frames: Iterable[np.ndarray], payload: Payload, key: bytes | str = DEFAULT_KEY
+) -> Iterator[np.ndarray]:
+    """Watermark each RGB uint8 frame with `payload` (a generator: one frame in, one frame out)."""
+    stamp = FrameStamper(payload, key)
+    for frame in frames:
+        yield stamp(frame)
 
 
 # --------------------------------------------------------------------------- detection

@@ -63,17 +63,25 @@ def blink_style(avatar: Avatar) -> BlinkStyle:
                       np.array([b - a + 1 for a, b in blinks]), True)
 
 
+def _first_blink_s(rate_per_s: float, rng: np.random.Generator) -> float:
+    return rng.uniform(0, 1.0 / rate_per_s)  # a random phase of the rhythm
+
+
+def _blink_gap_s(rate_per_s: float, rng: np.random.Generator) -> float:
+    """Seconds from one blink's start to the next: refractory gap + gamma, mean 1 / rate."""
+    gaps_scale = max(1.0 / rate_per_s - REFRACTORY_S, 0.05) / GAMMA_SHAPE
+    return REFRACTORY_S + rng.gamma(GAMMA_SHAPE, gaps_scale)
+
+
 def blink_times(num_frames: int, fps: float, rate_per_s: float, rng: np.random.Generator) -> np.ndarray:
     """Start frames of blinks: gamma renewal process at `rate_per_s`, random phase."""
     if rate_per_s <= 0:
         return np.zeros(0, int)
-    mean_gap = 1.0 / rate_per_s
-    gaps_scale = max(mean_gap - REFRACTORY_S, 0.05) / GAMMA_SHAPE
-    t = rng.uniform(0, mean_gap)  # the first blink at a random phase of the rhythm
+    t = _first_blink_s(rate_per_s, rng)
     starts = []
     while t * fps < num_frames:
         starts.append(int(t * fps))
-        t += REFRACTORY_S + rng.gamma(GAMMA_SHAPE, gaps_scale)
+        t += _blink_gap_s(rate_per_s, rng)
     return np.array(starts, int)
 
 
@@ -93,3 +101,48 @@ def blink_track(num_frames: int, fps: float, style: BlinkStyle, rng: np.random.G
             relative[start:stop] = np.minimum(relative[start:stop], shape[:stop - start])
             placed.append((int(start), int(stop - 1)))
     return (relative * style.open_level).astype(np.float32), placed
+
+
+class BlinkStream:
+    """`blink_track` for a stream of unknown length: eye ratios frame by frame, as they are
+    needed. Blink times follow the same renewal process and the same library of the person's
+    own blinks. The slow open-eye variation cannot be smoothed over the whole track and
+    normalised afterwards as `blink_track` does, so it is an Ornstein-Uhlenbeck process with the
+    same spread (unit variance, correlation time DRIFT_TAU_S). Frame k's value depends only on
+    the seed and k: the same whatever the chunks the frames are asked for in (tests check)."""
+
+    DRIFT_TAU_S = 0.5
+
+    def __init__(self, fps: float, style: BlinkStyle, rng: np.random.Generator, blinks: bool = True):
+        self.fps, self.style, self.blinks_on = fps, style, blinks and style.rate_per_s > 0
+        self.drift_rng, self.blink_rng = rng.spawn(2)
+        self.decay = float(np.exp(-1.0 / (self.DRIFT_TAU_S * fps)))
+        self.drift = self.drift_rng.normal(size=2)  # the stationary distribution
+        self.frame = 0
+        self.next_start_s = _first_blink_s(style.rate_per_s, self.blink_rng) if self.blinks_on else np.inf
+        self.pending: np.ndarray = np.zeros((0, 2))  # the rest of a blink in progress (relative)
+        self.placed: list[tuple[int, int]] = []
+
+    def take(self, count: int) -> np.ndarray:
+        """The next `count` frames' eye ratios [count, 2]."""
+        out = np.empty((count, 2))
+        scale = 0.5 * self.style.open_std / np.maximum(self.style.open_level, 1e-9)
+        for i in range(count):
+            if self.frame > 0:
+                noise = self.drift_rng.normal(size=2)
+                self.drift = self.decay * self.drift + np.sqrt(1.0 - self.decay ** 2) * noise
+            relative = 1.0 + self.drift * scale
+            if self.blinks_on and int(self.next_start_s * self.fps) == self.frame:  # blink_times' start frame
+                shape = self.style.library[int(self.blink_rng.integers(len(self.style.library)))]
+                merged = np.ones((max(len(shape), len(self.pending)), 2))
+                merged[:len(shape)] = shape
+                merged[:len(self.pending)] = np.minimum(merged[:len(self.pending)], self.pending)
+                self.pending = merged
+                self.placed.append((self.frame, self.frame + len(shape) - 1))
+                self.next_start_s += _blink_gap_s(self.style.rate_per_s, self.blink_rng)
+            if len(self.pending):
+                relative = np.minimum(relative, self.pending[0])
+                self.pending = self.pending[1:]
+            out[i] = relative * self.style.open_level
+            self.frame += 1
+        return out.astype(np.float32)

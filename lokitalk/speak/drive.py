@@ -34,12 +34,19 @@ class Drive:
         return len(self.lip_feature)
 
     def conditioning(self, index: int) -> dict:
-        import torch
+        return frame_conditioning(self.lip_feature[index], self.eye_ratio[index], self.motion.rotation[index],
+                                  self.motion.translation[index])
 
-        return {"eye_ratio": torch.from_numpy(self.eye_ratio[index].astype(np.float32)),
-                "lip_feature": torch.from_numpy(self.lip_feature[index].astype(np.float32)),
-                "rotation": torch.from_numpy(self.motion.rotation[index]).float(),
-                "translation": torch.from_numpy(self.motion.translation[index]).float()}
+
+def frame_conditioning(lip_feature: np.ndarray, eye_ratio: np.ndarray, rotation: np.ndarray,
+                       translation: np.ndarray) -> dict:
+    """One frame's signals as the renderer takes them."""
+    import torch
+
+    return {"eye_ratio": torch.from_numpy(np.asarray(eye_ratio, np.float32)),
+            "lip_feature": torch.from_numpy(np.asarray(lip_feature, np.float32)),
+            "rotation": torch.from_numpy(np.asarray(rotation)).float(),
+            "translation": torch.from_numpy(np.asarray(translation)).float()}
 
 
 def plan_drive(avatar: Avatar, audio: np.ndarray, num_frames: int, config: SpeakConfig = SpeakConfig(),

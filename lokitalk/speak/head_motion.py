@@ -57,50 +57,71 @@ def _pose_distance(r1: np.ndarray, t1: np.ndarray, r2: np.ndarray, t2: np.ndarra
     return ANGLE_WEIGHT * angle + np.linalg.norm(t2 - t1, axis=-1) / HEAD_SIZE_M
 
 
-def replay_motion(avatar: Avatar, num_frames: int, rng: np.random.Generator,
-                  segment_s: tuple[float, float] = (2.0, 5.0), blend_s: float = 0.4) -> Motion:
-    fps = avatar.fps
-    lo_len, hi_len = (max(2, int(round(s * fps))) for s in segment_s)
-    runs = usable_runs(avatar, lo_len)
-    blend = max(1, int(round(blend_s * fps)))
-    rot_out = np.empty((num_frames, 3, 3))
-    tr_out = np.empty((num_frames, 3))
-    segments: list[tuple[int, int, int]] = []
-    recent: list[tuple[int, int]] = []
-    pos = 0
-    while pos < num_frames:
-        want = int(rng.integers(lo_len, hi_len + 1))
+class ReplayPlanner:
+    """The `replay` choice, one segment at a time: `replay_motion` asks for segments until a
+    known length is filled, a live stream (lokitalk.speak.stream) asks for the next one whenever
+    its frames run out. The same seed gives the same segments either way (all but a clip's last
+    one, which `replay_motion` cuts to fit)."""
+
+    def __init__(self, avatar: Avatar, rng: np.random.Generator, segment_s: tuple[float, float] = (2.0, 5.0),
+                 blend_s: float = 0.4):
+        self.avatar = avatar
+        self.rng = rng
+        self.lo_len, self.hi_len = (max(2, int(round(s * avatar.fps))) for s in segment_s)
+        self.runs = usable_runs(avatar, self.lo_len)
+        self.blend = max(1, int(round(blend_s * avatar.fps)))
+        self.recent: list[tuple[int, int]] = []
+
+    def next_segment(self, previous: tuple[np.ndarray, np.ndarray] | None, room: int | None = None
+                     ) -> tuple[int, np.ndarray, np.ndarray]:
+        """(first source frame, rotation [L,3,3], translation [L,3]) of the next segment, blended
+        from `previous` (the last output pose, None at the start); at most `room` frames long."""
+        avatar, rng = self.avatar, self.rng
+        want = int(rng.integers(self.lo_len, self.hi_len + 1))
         fresh, stale = [], []  # candidate (start, length): not overlapping / overlapping recent use
         for _ in range(CANDIDATES * 3):
-            run = runs[int(rng.integers(len(runs)))]
-            length = min(want, len(run), num_frames - pos)
+            run = self.runs[int(rng.integers(len(self.runs)))]
+            length = min(want, len(run)) if room is None else min(want, len(run), room)
             start = int(run[int(rng.integers(0, len(run) - length + 1))])
-            overlaps = any(start < b and a < start + length for a, b in recent)
+            overlaps = any(start < b and a < start + length for a, b in self.recent)
             (stale if overlaps else fresh).append((start, length))
             if len(fresh) >= CANDIDATES:
                 break
         cands = fresh or stale  # a very short clip may leave only recently used stretches
-        if pos == 0:
+        if previous is None:
             start, length = cands[0]
         else:
             starts = np.array([c[0] for c in cands])
-            dist = _pose_distance(rot_out[pos - 1], tr_out[pos - 1], avatar.rotation[starts],
-                                  avatar.translation[starts])
+            dist = _pose_distance(previous[0], previous[1], avatar.rotation[starts], avatar.translation[starts])
             start, length = cands[int(np.argmin(dist))]
         src = np.arange(start, start + length)
         rot = avatar.rotation[src].copy()
         tr = avatar.translation[src].copy()
-        if pos > 0:  # blend away the jump from the previous segment's last pose
-            k = min(blend, length)
+        if previous is not None:  # blend away the jump from the previous segment's last pose
+            k = min(self.blend, length)
             w = 1.0 - _smoothstep(np.arange(1, k + 1) / (k + 1))  # 1 -> 0 over the blend
-            delta = Rotation.from_matrix(rot_out[pos - 1] @ rot[0].T)
+            delta = Rotation.from_matrix(previous[0] @ rot[0].T)
             slerp = Slerp([0.0, 1.0], Rotation.concatenate([Rotation.identity(), delta]))
             rot[:k] = np.einsum("nij,njk->nik", slerp(w).as_matrix(), rot[:k])
-            tr[:k] += w[:, None] * (tr_out[pos - 1] - tr[0])
+            tr[:k] += w[:, None] * (previous[1] - tr[0])
+        self.recent = (self.recent + [(start, start + length)])[-RECENT:]
+        return start, rot, tr
+
+
+def replay_motion(avatar: Avatar, num_frames: int, rng: np.random.Generator,
+                  segment_s: tuple[float, float] = (2.0, 5.0), blend_s: float = 0.4) -> Motion:
+    planner = ReplayPlanner(avatar, rng, segment_s, blend_s)
+    rot_out = np.empty((num_frames, 3, 3))
+    tr_out = np.empty((num_frames, 3))
+    segments: list[tuple[int, int, int]] = []
+    pos = 0
+    while pos < num_frames:
+        previous = None if pos == 0 else (rot_out[pos - 1], tr_out[pos - 1])
+        start, rot, tr = planner.next_segment(previous, room=num_frames - pos)
+        length = len(rot)
         rot_out[pos:pos + length] = rot
         tr_out[pos:pos + length] = tr
         segments.append((pos, start, length))
-        recent = (recent + [(start, start + length)])[-RECENT:]
         pos += length
     return Motion(rot_out, tr_out, segments, "replay")
 
@@ -110,13 +131,19 @@ def _smoothstep(x: np.ndarray) -> np.ndarray:
     return x * x * (3 - 2 * x)
 
 
-def still_motion(avatar: Avatar, num_frames: int) -> Motion:
+def still_pose(avatar: Avatar) -> tuple[np.ndarray, np.ndarray, int]:
+    """(rotation, translation, frame) of the training frame closest to the mean pose."""
     frames = np.concatenate(usable_runs(avatar, 1))
     mean_t = avatar.translation[frames].mean(0)
     mean_r = Rotation.from_matrix(avatar.rotation[frames]).mean().as_matrix()
     best = int(frames[np.argmin(_pose_distance(mean_r, mean_t, avatar.rotation[frames], avatar.translation[frames]))])
-    return Motion(np.repeat(avatar.rotation[best][None], num_frames, 0),
-                  np.repeat(avatar.translation[best][None], num_frames, 0), [(0, best, num_frames)], "still")
+    return avatar.rotation[best], avatar.translation[best], best
+
+
+def still_motion(avatar: Avatar, num_frames: int) -> Motion:
+    rotation, translation, best = still_pose(avatar)
+    return Motion(np.repeat(rotation[None], num_frames, 0), np.repeat(translation[None], num_frames, 0),
+                  [(0, best, num_frames)], "still")
 
 
 def reference_frames(avatar: Avatar, num_frames: int) -> np.ndarray:

@@ -1,0 +1,291 @@
+"""`lokitalk stream`: speech that arrives while it is spoken in, talking-head frames out as soon
+as they can be made (a live digital human).
+
+`speak` plans a whole file before its first frame. Here the audio comes in pieces (a microphone
+pipe, a TTS engine writing as it speaks, a file read at its own pace) and each frame is rendered,
+watermarked and written as soon as its signals are final:
+
+- lips: `StreamingLips` (stream_lips.py): Audio2Motion with a running utterance normalisation;
+  frame k is final ~0.33 s of audio after its own time (its window and the smoothing);
+- eyes: `BlinkStream` (blinks.py): blinks at the person's rate from their own blink library;
+- head and torso: the `replay` segments of head_motion.py, planned one segment at a time, or
+  `still`. (`reference` replays the test split and has no meaning for live speech.)
+
+The output is a fragmented MP4 (media/video.py `LiveVideoWriter`) with the audio muxed in sync,
+to a file (renamed into place when the stream ends) or to stdout for a player or a restreamer
+(`lokitalk stream MODEL --audio - --out - | ffplay -`). Every frame carries the invisible
+watermark and the file the AI-generated manifest, as `speak`'s do; C2PA signing needs the
+finished file, so a stream is not signed (sign a recording with `speak`).
+
+Latency (reported per frame): the time from the arrival of a frame's last audio sample to the
+frame being written. It is the lookahead plus the rendering time; a stream rendered more slowly
+than real time falls behind and its latency grows (the summary says so).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from bisect import bisect_left
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Iterable, Iterator
+
+import numpy as np
+
+from ..data.avatar import Avatar
+from ..errors import InputError
+from .audio_input import SAMPLE_RATE
+from .blinks import BlinkStream, blink_style
+from .config import SpeakConfig
+from .drive import frame_conditioning
+from .head_motion import ReplayPlanner, still_pose
+from .lips import LipDriver
+from .stream_lips import StreamingLips, StreamLipsConfig
+
+STREAM_HEAD_MOTION = ("replay", "still")
+
+
+class PoseStream:
+    """Head poses frame by frame: `replay` segments planned as they are needed, or `still`."""
+
+    def __init__(self, avatar: Avatar, config: SpeakConfig, rng: np.random.Generator):
+        if config.head_motion not in STREAM_HEAD_MOTION:
+            raise InputError(f"a stream's head motion is replay or still, not {config.head_motion!r} ('reference' "
+                             "replays the test split: use `speak`)")
+        self.planner = ReplayPlanner(avatar, rng, config.segment_s, config.blend_s) \
+            if config.head_motion == "replay" else None
+        self.still = still_pose(avatar)
+        self.rotation = np.zeros((0, 3, 3))
+        self.translation = np.zeros((0, 3))
+        self.last: tuple[np.ndarray, np.ndarray] | None = None
+        self.segments = 0
+
+    def take(self, count: int) -> tuple[np.ndarray, np.ndarray]:
+        if self.planner is None:
+            return np.repeat(self.still[0][None], count, 0), np.repeat(self.still[1][None], count, 0)
+        while len(self.rotation) < count:
+            _, rot, tr = self.planner.next_segment(self.last)
+            self.last = (rot[-1], tr[-1])
+            self.rotation = np.concatenate([self.rotation, rot])
+            self.translation = np.concatenate([self.translation, tr])
+            self.segments += 1
+        rot, tr = self.rotation[:count], self.translation[:count]
+        self.rotation, self.translation = self.rotation[count:], self.translation[count:]
+        return rot, tr
+
+
+@dataclass
+class StreamedFrame:
+    index: int
+    conditioning: dict  # the renderer's per-frame signals (as Drive.conditioning)
+    opening: float  # predicted mouth opening (metres)
+
+
+class StreamPlanner:
+    """Every per-frame driving signal of a live stream: push audio, take the frames that became
+    final. Frame k's signals depend only on the audio and the seed, not on how the audio was cut
+    into pieces (tests check)."""
+
+    def __init__(self, avatar: Avatar, driver: LipDriver, config: SpeakConfig = SpeakConfig(), lip_gain: float = 1.0,
+                 lips_config: StreamLipsConfig = StreamLipsConfig(), prior: tuple[np.ndarray, np.ndarray] | None = None):
+        motion_rng, eye_rng = np.random.default_rng(config.seed).spawn(2)
+        self.lips = StreamingLips(driver, lip_gain, lips_config, prior)
+        self.eyes = BlinkStream(avatar.fps, blink_style(avatar), eye_rng, config.blinks)
+        self.poses = PoseStream(avatar, config, motion_rng)
+
+    def push(self, audio: np.ndarray) -> list[StreamedFrame]:
+        self.lips.push(audio)
+        return self._take()
+
+    def finish(self) -> list[StreamedFrame]:
+        self.lips.finish()
+        return self._take()
+
+    def _take(self) -> list[StreamedFrame]:
+        lips = self.lips.take()
+        if lips is None:
+            return []
+        n = len(lips.lip_feature)
+        eyes = self.eyes.take(n)
+        rotation, translation = self.poses.take(n)
+        return [StreamedFrame(lips.first + i, frame_conditioning(lips.lip_feature[i], eyes[i], rotation[i],
+                                                                  translation[i]), float(lips.opening[i]))
+                for i in range(n)]
+
+
+def rechunk(pieces: Iterable[np.ndarray], size: int) -> Iterator[np.ndarray]:
+    """Audio pieces of any size -> pieces of `size` samples (the last may be shorter)."""
+    held = np.zeros(0, np.float32)
+    for piece in pieces:
+        held = np.concatenate([held, np.asarray(piece, np.float32).reshape(-1)])
+        while len(held) >= size:
+            yield held[:size]
+            held = held[size:]
+    if len(held):
+        yield held
+
+
+def paced(pieces: Iterable[np.ndarray], sample_rate: int = SAMPLE_RATE) -> Iterator[np.ndarray]:
+    """Deliver each piece when it would have finished arriving from a live source: piece i once
+    its last sample's time has passed since the first piece (a file standing in for a microphone)."""
+    start, sent = None, 0
+    for piece in pieces:
+        sent += len(piece)
+        if start is None:
+            start = time.perf_counter() - sent / sample_rate
+        delay = start + sent / sample_rate - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        yield piece
+
+
+@dataclass
+class _Clock:
+    """When each piece of audio arrived, to measure each frame's latency."""
+    ends: list[int] = field(default_factory=list)  # cumulative samples after each piece
+    times: list[float] = field(default_factory=list)
+
+    def arrived(self, samples: int) -> None:
+        self.ends.append(samples)
+        self.times.append(time.perf_counter())
+
+    def time_of(self, sample: int) -> float:
+        """When the piece holding sample index `sample - 1` arrived (the last piece if beyond)."""
+        i = min(bisect_left(self.ends, sample), len(self.times) - 1)
+        return self.times[i]
+
+
+def stream_speak(model_dir: Path, audio: Iterable[np.ndarray], out: Path | BinaryIO, config: SpeakConfig = SpeakConfig(),
+                 lips_config: StreamLipsConfig = StreamLipsConfig(), device: str = "auto",
+                 show_progress: bool = False, max_latency_s: float | None = None) -> dict:
+    """Render MODEL_DIR's person saying the audio pieces of `audio` (float32 mono at 16 kHz, as
+    they arrive) into `out` (a path: written under a temporary name, renamed at the end; or a
+    binary file object such as stdout). Returns a summary with the per-frame latency.
+    `max_latency_s`: a frame whose audio arrived longer ago than this is not rendered; the last
+    frame is shown again (a live stream that cannot keep up drops frames instead of falling
+    ever further behind). None: every frame is rendered, however late.
+    Bad input raises InputError; a stream shorter than `config.min_audio_s` writes nothing."""
+    from ..data.avatar import load_avatar, resize_image
+    from ..media.video import LiveVideoWriter
+    from ..provenance.consent import check_block
+    from ..provenance.stamp import manifest, manifest_tags, next_serial, payload_for
+    from ..provenance.watermark import FrameStamper
+    from ..render.frames import render_frame
+    from ..render.loading import load_trained
+    from ..train.trainer import choose_device
+    from .api import check_config, check_output
+    from .lip_gain import load_lip_gain
+    from .lips import lip_driver
+
+    started = time.perf_counter()
+    check_config(config)
+    if config.sign_cert is not None or config.sign_key is not None:
+        raise InputError("a stream is not C2PA-signed (signing needs the finished file): sign a recording with "
+                         "`lokitalk speak --sign-cert ... --sign-key ...`")
+    if isinstance(out, (str, Path)):
+        out = Path(out)
+        check_output(out)
+    model_dir = Path(model_dir)
+    dev = choose_device(device)
+    trained = load_trained(model_dir, dev)
+    check_block(trained.meta.get("consent"), "speak", f"model {model_dir}")
+    avatar = load_avatar(trained.avatar_dir)
+    if avatar.audio_spec.sample_rate != SAMPLE_RATE:
+        raise InputError(f"{avatar.root}: audio features at {avatar.audio_spec.sample_rate} Hz, stream reads "
+                         f"{SAMPLE_RATE} Hz avatars")
+    lip_gain = load_lip_gain(model_dir) if config.lip_gain is None else float(config.lip_gain)
+    driver = lip_driver(avatar, config.adapt, config.audio2motion, device="cpu")
+    planner = StreamPlanner(avatar, driver, config, lip_gain, lips_config)
+
+    camera = avatar.camera.scaled(trained.image_scale)
+    background = resize_image(avatar.background(), camera)
+    serial = next_serial(model_dir)
+    meta = manifest(trained.meta, serial, "stream")
+    stamp = FrameStamper(payload_for(trained.meta, serial))
+    writer = LiveVideoWriter(out, avatar.fps, SAMPLE_RATE, config.crf, manifest_tags(meta))
+    hop = SAMPLE_RATE / avatar.fps
+    min_samples = int(round(config.min_audio_s * SAMPLE_RATE))
+    clock, latencies, waiting = _Clock(), [], []
+    report = _Progress(show_progress)
+    ready_at = None
+
+    last_image, repeated = None, 0
+
+    def render(frames: list[StreamedFrame]) -> None:
+        nonlocal last_image, repeated
+        for item in frames:
+            arrived = clock.time_of(int(round((item.index + 1) * hop)))
+            if (max_latency_s is not None and last_image is not None
+                    and time.perf_counter() - arrived > max_latency_s):
+                image = last_image  # behind: hold the last frame, keep picture and sound in step
+                repeated += 1
+            else:
+                with trained.acceleration.autocast(trained.device):
+                    image = stamp(render_frame(trained.model, avatar, item.conditioning, trained.grid,
+                                               trained.render_config, background, scale=trained.image_scale))
+                last_image = image
+            writer.write(image)
+            latencies.append(time.perf_counter() - arrived)
+            report(len(latencies), latencies[-1])
+
+    received = 0
+    try:
+        for piece in audio:
+            piece = np.asarray(piece, np.float32).reshape(-1)
+            if not len(piece):
+                continue
+            received += len(piece)
+            clock.arrived(received)
+            writer.add_audio(piece)
+            waiting.extend(planner.push(piece))
+            if received >= min_samples:  # nothing is written before the stream is long enough
+                ready_at = ready_at or time.perf_counter()
+                render(waiting)
+                waiting = []
+        if received < min_samples:
+            raise InputError(f"the stream held {received / SAMPLE_RATE:.2f} s of audio: at least "
+                             f"{config.min_audio_s:g} s of speech is needed")
+        render(waiting + planner.finish())
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        report(None, None)
+    elapsed = time.perf_counter() - started
+    frames = len(latencies)
+    lat = np.asarray(latencies) * 1e3
+    rendering_s = time.perf_counter() - ready_at
+    return {
+        "out": str(out) if isinstance(out, Path) else "-", "frames": frames, "fps": float(avatar.fps),
+        "duration_s": round(frames / avatar.fps, 3), "audio_s": round(received / SAMPLE_RATE, 3),
+        "size": [camera.width, camera.height], "serial": serial,
+        "consent_id": (trained.meta.get("consent") or {}).get("consent_id"),
+        "head_motion": config.head_motion, "head_segments": planner.poses.segments,
+        "blinks": len(planner.eyes.placed),
+        "blink_rate_per_min": round(60.0 * len(planner.eyes.placed) / (frames / avatar.fps), 1),
+        "lips": driver.source, "lip_gain": lip_gain,
+        "lookahead_ms": round(1e3 * planner.lips.lookahead_samples / SAMPLE_RATE, 1),
+        "latency_ms": {"median": round(float(np.median(lat)), 1), "p95": round(float(np.percentile(lat, 95)), 1),
+                       "max": round(float(lat.max()), 1)},
+        "frames_repeated": repeated, "render_fps": round(frames / max(rendering_s, 1e-9), 2), "device": str(dev),
+        "elapsed_s": round(elapsed, 2),
+    }
+
+
+class _Progress:
+    """A line on stderr every two seconds (stdout may be carrying the video)."""
+
+    def __init__(self, show: bool):
+        self.show, self.last = show, 0.0
+
+    def __call__(self, frames: int | None, latency: float | None) -> None:
+        if not self.show:
+            return
+        now = time.perf_counter()
+        if frames is None:
+            print(file=sys.stderr)
+        elif now - self.last >= 2.0:
+            self.last = now
+            print(f"\rstream: {frames} frames, latency {latency * 1e3:.0f} ms", end="", file=sys.stderr, flush=True)
