@@ -33,17 +33,31 @@ def check_config(config: SpeakConfig) -> None:
         raise InputError(f"lip gain must be in (0, 4], not {config.lip_gain}")
 
 
+def load_speaker(model_dir: Path, device: str = "auto"):
+    """(trained model, its avatar, torch device) for speaking, or an InputError: the model's
+    consent must cover `speak`, its avatar's audio features must be at 16 kHz."""
+    from ..data.avatar import load_avatar
+    from ..provenance.consent import check_block
+    from ..render.loading import load_trained
+    from ..train.trainer import choose_device
+
+    dev = choose_device(device)
+    trained = load_trained(model_dir, dev)
+    check_block(trained.meta.get("consent"), "speak", f"model {model_dir}")
+    avatar = load_avatar(trained.avatar_dir)
+    if avatar.audio_spec.sample_rate != SAMPLE_RATE:
+        raise InputError(f"{avatar.root}: audio features at {avatar.audio_spec.sample_rate} Hz, speech is read "
+                         f"at {SAMPLE_RATE} Hz")
+    return trained, avatar, dev
+
+
 def speak(model_dir: Path, audio: Path, out: Path, config: SpeakConfig | None = None, device: str = "auto",
           show_progress: bool = True) -> dict:
     """Render MODEL_DIR's person saying AUDIO into OUT (25 fps H.264 + AAC of the same speech,
     every frame watermarked, the MP4 manifest declaring it AI-generated). Returns a summary.
     Bad input raises InputError before anything is written; OUT appears only once complete."""
-    from ..data.avatar import load_avatar
     from ..media.video import write_video
-    from ..provenance.consent import check_block
     from ..provenance.stamp import manifest, manifest_tags, next_serial, stamp_frames
-    from ..render.loading import load_trained
-    from ..train.trainer import choose_device
 
     started = time.perf_counter()
     config = config or SpeakConfig()
@@ -54,13 +68,7 @@ def speak(model_dir: Path, audio: Path, out: Path, config: SpeakConfig | None = 
 
     signer = load_signer(config.sign_cert, config.sign_key)  # a bad certificate stops here, before any work
     speech = load_speech(audio, config.min_audio_s, SAMPLE_RATE)
-    dev = choose_device(device)
-    trained = load_trained(model_dir, dev)
-    check_block(trained.meta.get("consent"), "speak", f"model {model_dir}")
-    avatar = load_avatar(trained.avatar_dir)
-    if avatar.audio_spec.sample_rate != SAMPLE_RATE:
-        raise InputError(f"{avatar.root}: audio features at {avatar.audio_spec.sample_rate} Hz, speak reads "
-                         f"{SAMPLE_RATE} Hz avatars")
+    trained, avatar, dev = load_speaker(model_dir, device)
     num_frames, speech = frames_for(speech, avatar.fps, SAMPLE_RATE)
     from .lip_gain import load_lip_gain
 

@@ -166,15 +166,12 @@ def stream_speak(model_dir: Path, audio: Iterable[np.ndarray], out: Path | Binar
     frame is shown again (a live stream that cannot keep up drops frames instead of falling
     ever further behind). None: every frame is rendered, however late.
     Bad input raises InputError; a stream shorter than `config.min_audio_s` writes nothing."""
-    from ..data.avatar import load_avatar, resize_image
+    from ..data.avatar import resize_image
     from ..media.video import LiveVideoWriter
-    from ..provenance.consent import check_block
     from ..provenance.stamp import manifest, manifest_tags, next_serial, payload_for
     from ..provenance.watermark import FrameStamper
     from ..render.frames import render_frame
-    from ..render.loading import load_trained
-    from ..train.trainer import choose_device
-    from .api import check_config, check_output
+    from .api import check_config, check_output, load_speaker
     from .lip_gain import load_lip_gain
     from .lips import lip_driver
 
@@ -187,13 +184,7 @@ def stream_speak(model_dir: Path, audio: Iterable[np.ndarray], out: Path | Binar
         out = Path(out)
         check_output(out)
     model_dir = Path(model_dir)
-    dev = choose_device(device)
-    trained = load_trained(model_dir, dev)
-    check_block(trained.meta.get("consent"), "speak", f"model {model_dir}")
-    avatar = load_avatar(trained.avatar_dir)
-    if avatar.audio_spec.sample_rate != SAMPLE_RATE:
-        raise InputError(f"{avatar.root}: audio features at {avatar.audio_spec.sample_rate} Hz, stream reads "
-                         f"{SAMPLE_RATE} Hz avatars")
+    trained, avatar, dev = load_speaker(model_dir, device)
     lip_gain = load_lip_gain(model_dir) if config.lip_gain is None else float(config.lip_gain)
     driver = lip_driver(avatar, config.adapt, config.audio2motion, device="cpu")
     planner = StreamPlanner(avatar, driver, config, lip_gain, lips_config)
