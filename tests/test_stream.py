@@ -211,7 +211,7 @@ def test_stream_writes_a_growing_stamped_video_in_sync_with_its_audio(model, tmp
     from lokitalk.media.audio import load_audio
     from lokitalk.media.video import probe_video
     from lokitalk.speak import SpeakConfig
-    from lokitalk.speak.stream import rechunk, stream_speak
+    from lokitalk.speak.stream import paced, rechunk, stream_speak
 
     class Sink(io.RawIOBase):  # stdout as a consumer sees it: bytes as they are written
         def __init__(self):
@@ -233,8 +233,9 @@ def test_stream_writes_a_growing_stamped_video_in_sync_with_its_audio(model, tmp
             sink.sizes.append(len(sink.data))
             yield piece
 
-    summary = stream_speak(model / "model", observed(rechunk([audio], 640)), sink, SpeakConfig(segment_s=(0.8, 1.6)),
-                           device="cpu")
+    # the audio arrives at the pace it is spoken, as from a microphone
+    summary = stream_speak(model / "model", observed(paced(rechunk([audio], 640))), sink,
+                           SpeakConfig(segment_s=(0.8, 1.6)), device="cpu")
     assert summary["frames"] == 100 and summary["out"] == "-"
     # the video grows while the audio still arrives (fragments), not only at the end
     assert 0 < sink.sizes[len(sink.sizes) // 2] < sink.sizes[-1] < len(sink.data)
@@ -340,3 +341,21 @@ def test_iter_audio_gives_load_audios_samples_and_raw_pcm_reads_back(tmp_path):
     assert abs(len(back) - len(audio)) <= 32
     n = min(len(back), len(audio))
     assert np.corrcoef(back[:n], audio[:n])[0, 1] > 0.99
+
+
+def test_an_error_of_the_audio_source_mid_stream_stops_it_and_leaves_no_file(model, tmp_path):
+    from lokitalk.errors import InputError
+    from lokitalk.speak import SpeakConfig
+    from lokitalk.speak.stream import rechunk, stream_speak
+
+    def breaks(pieces):
+        for n, piece in enumerate(pieces):
+            if n == 60:  # 2.4 s in: frames have been written by then
+                raise InputError("speech.m4a has an audio stream that cannot be decoded: damaged packet")
+            yield piece
+
+    out = tmp_path / "broken.mp4"
+    with pytest.raises(InputError, match="cannot be decoded"):
+        stream_speak(model / "model", breaks(rechunk([speech(4.0)], 640)), out, SpeakConfig(head_motion="still"),
+                     device="cpu")
+    assert not out.exists() and not list(tmp_path.glob(".*partial*"))

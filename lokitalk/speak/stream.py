@@ -24,10 +24,12 @@ than real time falls behind and its latency grows (the summary says so).
 
 from __future__ import annotations
 
+import queue
 import sys
+import threading
 import time
-from bisect import bisect_left
-from dataclasses import dataclass, field
+from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterable, Iterator
 
@@ -140,20 +142,52 @@ def paced(pieces: Iterable[np.ndarray], sample_rate: int = SAMPLE_RATE) -> Itera
         yield piece
 
 
-@dataclass
 class _Clock:
-    """When each piece of audio arrived, to measure each frame's latency."""
-    ends: list[int] = field(default_factory=list)  # cumulative samples after each piece
-    times: list[float] = field(default_factory=list)
+    """When each piece of audio arrived, to measure each frame's latency. Frames ask in order,
+    so what is older than the frame asked about is forgotten (bounded on endless streams)."""
 
-    def arrived(self, samples: int) -> None:
-        self.ends.append(samples)
-        self.times.append(time.perf_counter())
+    def __init__(self):
+        self.pieces: deque[tuple[int, float]] = deque()  # (samples received after the piece, arrival)
+
+    def arrived(self, samples: int, when: float) -> None:
+        self.pieces.append((samples, when))
 
     def time_of(self, sample: int) -> float:
         """When the piece holding sample index `sample - 1` arrived (the last piece if beyond)."""
-        i = min(bisect_left(self.ends, sample), len(self.times) - 1)
-        return self.times[i]
+        while len(self.pieces) > 1 and self.pieces[0][0] < sample:
+            self.pieces.popleft()
+        return self.pieces[0][1]
+
+
+class _Reader:
+    """Reads the audio source on its own thread and stamps each piece with its arrival time, so
+    that a source that keeps arriving while a frame renders (a pipe, a paced file) is neither
+    held up nor timed late. `get` returns (piece, time), None when nothing has arrived yet (with
+    block=False), or END; an error of the source is raised here."""
+
+    END = object()
+
+    def __init__(self, pieces: Iterable[np.ndarray]):
+        self.queue: queue.Queue = queue.Queue()
+        self.thread = threading.Thread(target=self._run, args=(pieces,), daemon=True, name="lokitalk-audio")
+        self.thread.start()
+
+    def _run(self, pieces: Iterable[np.ndarray]) -> None:
+        try:
+            for piece in pieces:
+                self.queue.put((np.asarray(piece, np.float32).reshape(-1), time.perf_counter()))
+            self.queue.put(self.END)
+        except BaseException as err:  # noqa: BLE001 - handed to the main thread
+            self.queue.put(err)
+
+    def get(self, block: bool):
+        try:
+            item = self.queue.get(block=block)
+        except queue.Empty:
+            return None
+        if isinstance(item, BaseException):
+            raise item
+        return item
 
 
 def stream_speak(model_dir: Path, audio: Iterable[np.ndarray], out: Path | BinaryIO, config: SpeakConfig = SpeakConfig(),
@@ -197,7 +231,7 @@ def stream_speak(model_dir: Path, audio: Iterable[np.ndarray], out: Path | Binar
     writer = LiveVideoWriter(out, avatar.fps, SAMPLE_RATE, config.crf, manifest_tags(meta))
     hop = SAMPLE_RATE / avatar.fps
     min_samples = int(round(config.min_audio_s * SAMPLE_RATE))
-    clock, latencies, waiting = _Clock(), [], []
+    clock, latencies = _Clock(), []
     report = _Progress(show_progress)
     ready_at = None
 
@@ -221,23 +255,29 @@ def stream_speak(model_dir: Path, audio: Iterable[np.ndarray], out: Path | Binar
             report(len(latencies), latencies[-1])
 
     received = 0
+    reader = _Reader(audio)
+    pending: deque[StreamedFrame] = deque()
     try:
-        for piece in audio:
-            piece = np.asarray(piece, np.float32).reshape(-1)
-            if not len(piece):
-                continue
-            received += len(piece)
-            clock.arrived(received)
-            writer.add_audio(piece)
-            waiting.extend(planner.push(piece))
-            if received >= min_samples:  # nothing is written before the stream is long enough
+        while True:
+            # wait for audio only when there is nothing to render; else take what has arrived
+            item = reader.get(block=not pending or received < min_samples)
+            if item is reader.END:
+                break
+            if item is not None:
+                piece, when = item
+                if len(piece):
+                    received += len(piece)
+                    clock.arrived(received, when)
+                    writer.add_audio(piece)
+                    pending.extend(planner.push(piece))
+            if pending and received >= min_samples:  # nothing is written before the stream is long enough
                 ready_at = ready_at or time.perf_counter()
-                render(waiting)
-                waiting = []
+                render([pending.popleft()])
         if received < min_samples:
             raise InputError(f"the stream held {received / SAMPLE_RATE:.2f} s of audio: at least "
                              f"{config.min_audio_s:g} s of speech is needed")
-        render(waiting + planner.finish())
+        ready_at = ready_at or time.perf_counter()
+        render(list(pending) + planner.finish())
         writer.close()
     except BaseException:
         writer.abort()
