@@ -216,7 +216,6 @@ def test_stream_writes_a_growing_stamped_video_in_sync_with_its_audio(model, tmp
     class Sink(io.RawIOBase):  # stdout as a consumer sees it: bytes as they are written
         def __init__(self):
             self.data = bytearray()
-            self.sizes = []
 
         def writable(self):
             return True
@@ -227,18 +226,10 @@ def test_stream_writes_a_growing_stamped_video_in_sync_with_its_audio(model, tmp
 
     audio = speech(4.0)
     sink = Sink()
-
-    def observed(pieces):
-        for piece in pieces:
-            sink.sizes.append(len(sink.data))
-            yield piece
-
     # the audio arrives at the pace it is spoken, as from a microphone
-    summary = stream_speak(model / "model", observed(paced(rechunk([audio], 640))), sink,
-                           SpeakConfig(segment_s=(0.8, 1.6)), device="cpu")
+    summary = stream_speak(model / "model", paced(rechunk([audio], 640)), sink, SpeakConfig(segment_s=(0.8, 1.6)),
+                           device="cpu")
     assert summary["frames"] == 100 and summary["out"] == "-"
-    # the video grows while the audio still arrives (fragments), not only at the end
-    assert 0 < sink.sizes[len(sink.sizes) // 2] < sink.sizes[-1] < len(sink.data)
     out = tmp_path / "piped.mp4"
     out.write_bytes(bytes(sink.data))
     info = probe_video(out)
@@ -251,6 +242,38 @@ def test_stream_writes_a_growing_stamped_video_in_sync_with_its_audio(model, tmp
     result = json.loads(stdout.strip().splitlines()[-1])
     assert result["watermarked"] is True and result["manifest_matches_watermark"] is True
     assert result["manifest"]["generator"]["output"] == "stream"
+
+
+def test_the_live_writer_sends_the_video_while_it_is_made(tmp_path):
+    from lokitalk.media.video import LiveVideoWriter, probe_video
+
+    class Sink(io.RawIOBase):
+        def __init__(self):
+            self.data = bytearray()
+
+        def writable(self):
+            return True
+
+        def write(self, b):
+            self.data += bytes(b)
+            return len(b)
+
+    sink = Sink()
+    writer = LiveVideoWriter(sink, 25.0, SR)
+    sizes = []
+    tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(4 * SR) / SR)).astype(np.float32)
+    for k in range(100):
+        writer.add_audio(tone[k * 640:(k + 1) * 640])
+        writer.write(np.full((64, 64, 3), (3 * k) % 256, np.uint8))
+        sizes.append(len(sink.data))
+    writer.close()
+    # a fragment per second of video reaches the reader while the rest is still being made
+    assert sizes[24] == 0 < sizes[35] < sizes[60] < sizes[85] < len(sink.data)
+    (tmp_path / "live.mp4").write_bytes(bytes(sink.data))
+    assert probe_video(tmp_path / "live.mp4").num_frames == 100
+    with pytest.raises(ValueError, match="no frames"):
+        LiveVideoWriter(tmp_path / "empty.mp4", 25.0).close()
+    assert not list(tmp_path.glob(".*partial*"))
 
 
 def test_a_stream_that_cannot_keep_up_holds_frames_instead_of_falling_behind(model, tmp_path):
