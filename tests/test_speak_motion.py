@@ -47,6 +47,22 @@ def test_blinks_have_the_person_s_rate_and_length():
     assert gaps.min() >= 0.5 and 0.2 < gaps.std() / gaps.mean() < 0.8  # neither metronome nor clusters
 
 
+def test_a_blink_measured_on_one_lid_only_closes_both_eyes():
+    # the face mesh followed the second lid only half way down in every other blink
+    avatar = fake_avatar(blink_every_s=3.0, blink_frames=3)
+    for n, (a, b) in enumerate(avatar.blinks):
+        if n % 2:
+            avatar.eye_ratio[a:b + 1, 1] = 0.17
+    style = blink_style(avatar)
+    for shape in style.library:
+        np.testing.assert_array_equal(shape[:, 0], shape[:, 1])
+        assert shape.min() < 0.3  # the deeper lid's depth (0.06 / 0.28), not the half-open one
+    eyes, placed = blink_track(int(60 * FPS), FPS, style, np.random.default_rng(2))
+    for a, b in placed:
+        closed = eyes[a:b + 1].min(0) / style.open_level
+        assert closed.max() < 0.3
+
+
 def test_no_blinks_when_asked():
     eyes, placed = blink_track(500, FPS, blink_style(fake_avatar()), np.random.default_rng(0), blinks=False)
     assert placed == [] and eyes.min() > 0.2

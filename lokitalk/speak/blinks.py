@@ -2,10 +2,11 @@
 
 From the avatar's training frames (`blink_style`): the open-eye level of each eye (median eye
 ratio outside blinks), the blink rate (blinks per second of training video) and a library of
-the person's real blinks (each eye's ratio over the blink and a frame either side, divided by
-the open level). `blink_track` then draws blink times as a renewal process (gamma-distributed
-gaps, shape 3: more regular than Poisson, as real blinks are, with a 0.5 s refractory gap) at
-that rate, and pastes a randomly chosen real blink at each. Durations and depth are therefore
+the person's real blinks (the eye ratio over the blink and a frame either side, divided by the
+open level; both eyes follow the deeper of the two, `bilateral`). `blink_track` then draws blink
+times as a renewal process (gamma-distributed gaps, shape 3: more regular than Poisson, as real
+blinks are, with a 0.5 s refractory gap) at that rate, and pastes a randomly chosen real blink
+at each. Durations and depth are therefore
 the person's own by construction. With no blink in the clip, a typical rate (17 per minute) and
 a 4-frame raised-cosine blink are used. Between blinks the eyes stay at the open level, with
 the slow, small variation measured on the clip (its std of the open-eye ratio, smoothed).
@@ -53,7 +54,7 @@ def blink_style(avatar: Avatar) -> BlinkStyle:
     library = []
     for a, b in blinks:
         lo, hi = max(0, a - 1), min(avatar.num_frames, b + 2)
-        library.append(np.clip(ratio[lo:hi] / level, 0.0, 1.2))
+        library.append(bilateral(np.clip(ratio[lo:hi] / level, 0.0, 1.2)))
     seconds = len(frames) / avatar.fps
     if not library:
         t = np.linspace(0, 1, 6)[1:-1]
@@ -61,6 +62,16 @@ def blink_style(avatar: Avatar) -> BlinkStyle:
         return BlinkStyle(level, spread, DEFAULT_RATE_PER_S, [np.stack([shape, shape], 1)], np.array([2]), False)
     return BlinkStyle(level, spread, len(blinks) / seconds, library,
                       np.array([b - a + 1 for a, b in blinks]), True)
+
+
+def bilateral(relative: np.ndarray) -> np.ndarray:
+    """[L,2] eye ratio / open level over one blink -> both eyes following the deeper of the two.
+    A spontaneous blink shuts both eyes together, but the face mesh sometimes follows only one
+    lid down: on id05, 4 of 7 blinks read 0.53-0.62 of the open level on one eye while its frames
+    show both eyes shut (docs/RESULTS.md, "Blinks close both eyes"). Pasting such a blink
+    would command a half-open eye that the person never showed."""
+    deeper = relative.min(1, keepdims=True)
+    return np.repeat(deeper, relative.shape[1], 1)
 
 
 def _first_blink_s(rate_per_s: float, rng: np.random.Generator) -> float:
