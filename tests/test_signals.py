@@ -82,23 +82,3 @@ def test_lip_basis_round_trip_and_sharing(rng):
     other = mouths[:50] + 0.004
     rebased = rebase_lip_basis(basis, other)
     assert np.abs(rebased.encode(other).mean(0)).max() < np.abs(basis.encode(other).mean(0)).max()
-
-
-def test_a_blink_seen_on_one_lid_only_closes_both_eyes_and_nothing_else_moves(rng):
-    from lokitalk.prepare.signals import bilateral_blinks
-
-    n = 300
-    ratio = np.stack([0.25 + 0.005 * rng.standard_normal(n), 0.22 + 0.005 * rng.standard_normal(n)], 1)
-    ratio[100:104, 0] = 0.04  # both lids shut, the second followed half way
-    ratio[100:104, 1] = 0.12
-    ratio[200:203] = [0.05, 0.044]  # a blink measured on both
-    blinks = detect_blinks(ratio.mean(1), 25.0)
-    assert [a for a, _ in blinks] == [100, 200]
-    out = bilateral_blinks(ratio, blinks)
-    level = np.median(np.delete(ratio, np.r_[99:105, 199:204], 0), 0)
-    np.testing.assert_allclose(out[100:104] / level, (ratio[100:104, 0] / level[0])[:, None].repeat(2, 1))
-    assert out[100:104, 1].max() < 0.05  # the second eye shut as deep, at its own scale
-    np.testing.assert_allclose(out[200:203, 1], ratio[200:203, 1], rtol=0.15)  # already both shut: ~unchanged
-    outside = np.ones(n, bool)
-    outside[np.r_[99:105, 199:204]] = False
-    np.testing.assert_array_equal(out[outside], ratio[outside])

@@ -26,7 +26,7 @@ from .crop import CropBox, CropConfig, choose_crop
 from .landmarks import LandmarkConfig, check_faces, fill_gaps, locate_faces, track_landmarks
 from .pose import PoseConfig, euler_from_rotation, fit_head_pose
 from .runner import Reporter, Step, StepContext, StepRunner, file_identity, write_json_atomic
-from .signals import (LipBasis, SignalConfig, align_to_head_frame, bilateral_blinks, detect_blinks, eye_ratio,
+from .signals import (LipBasis, SignalConfig, align_to_head_frame, detect_blinks, eye_ratio,
                       fit_lip_basis, mouth_opening, rebase_lip_basis)
 
 AVATAR_FORMAT = "lokitalk-avatar/1"
@@ -176,8 +176,6 @@ def step_signals(ctx: StepContext) -> dict[str, Any]:
     head = align_to_head_frame(landmarks, template)
     eyes = eye_ratio(head, template)
     blinks = detect_blinks(eyes.mean(1), cfg.fps, cfg.signals)
-    if cfg.signals.bilateral_blinks:
-        eyes = bilateral_blinks(eyes, blinks)
     mouth = mouth_opening(head, template)
     mouth_points = head[:, template.mouth_points]
     shared: Path | None = ctx.params.get("lip_basis")

@@ -21,9 +21,6 @@ class SignalConfig:
     blink_open_fraction: float = 0.75  # ... and ends above this one (hysteresis)
     blink_max_s: float = 0.7  # longer closures are not blinks (eyes shut, looking down)
     open_eye_window_s: float = 3.0  # the open-eye level is a running high percentile
-    # within a detected blink both eyes close together (`bilateral_blinks`): the face mesh can
-    # follow one lid only half way down (id05: 4 of 7 blinks, both eyes shut in the frames)
-    bilateral_blinks: bool = True
 
 
 @dataclass(frozen=True)
@@ -135,25 +132,6 @@ def detect_blinks(ratio: np.ndarray, fps: float, config: SignalConfig = SignalCo
                 blinks.append((start, i - 1))
             start = None
     return blinks
-
-
-def bilateral_blinks(ratio: np.ndarray, blinks: list[tuple[int, int]], margin: int = 1) -> np.ndarray:
-    """[N,2] eye ratios -> the same, but within each blink (and `margin` frames either side)
-    each eye's ratio relative to its open level (its median outside blinks) is the smaller of
-    the two eyes' at that frame. A spontaneous blink shuts both eyes; a landmarker that follows
-    one lid only half way would otherwise label a shut eye half open, in the training signal and
-    in the blinks `speak` pastes."""
-    ratio = np.asarray(ratio, np.float64)
-    out = ratio.copy()
-    inside = np.zeros(len(ratio), bool)
-    spans = [(max(0, a - margin), min(len(ratio), b + 1 + margin)) for a, b in blinks]
-    for lo, hi in spans:
-        inside[lo:hi] = True
-    level = np.median(ratio[~inside] if (~inside).any() else ratio, 0)
-    for lo, hi in spans:
-        relative = ratio[lo:hi] / level
-        out[lo:hi] = relative.min(1, keepdims=True) * level
-    return out
 
 
 def rest_mouth(mouth_points: np.ndarray, valid: np.ndarray | None = None, quantile: float = 0.2) -> np.ndarray:
