@@ -172,7 +172,7 @@ def test_blink_stream_frames_do_not_depend_on_the_request_sizes_and_keep_the_per
 def test_streamed_poses_replay_the_same_segments_as_speak(avatar):
     from lokitalk.speak import SpeakConfig
     from lokitalk.speak.head_motion import replay_motion
-    from lokitalk.speak.stream import PoseStream
+    from lokitalk.speak.stream_plan import PoseStream
 
     config = SpeakConfig(segment_s=(0.8, 1.6))
     offline = replay_motion(avatar, 400, np.random.default_rng(3), config.segment_s, config.blend_s)
@@ -187,7 +187,7 @@ def test_streamed_poses_replay_the_same_segments_as_speak(avatar):
 
 def test_stream_plan_is_the_same_whatever_the_pieces(avatar, driver):
     from lokitalk.speak import SpeakConfig
-    from lokitalk.speak.stream import StreamPlanner
+    from lokitalk.speak.stream_plan import StreamPlanner
 
     audio = speech(6.0)
     config = SpeakConfig(segment_s=(0.8, 1.6))

@@ -5,11 +5,13 @@ as they can be made (a live digital human).
 pipe, a TTS engine writing as it speaks, a file read at its own pace) and each frame is rendered,
 watermarked and written as soon as its signals are final:
 
-- lips: `StreamingLips` (stream_lips.py): Audio2Motion with a running utterance normalisation;
-  frame k is final ~0.33 s of audio after its own time (its window and the smoothing);
-- eyes: `BlinkStream` (blinks.py): blinks at the person's rate from their own blink library;
-- head and torso: the `replay` segments of head_motion.py, planned one segment at a time, or
-  `still`. (`reference` replays the test split and has no meaning for live speech.)
+- the signals (stream_plan.py `StreamPlanner`): lips from `StreamingLips` (stream_lips.py),
+  Audio2Motion with a running utterance normalisation, final ~0.33 s of audio after the frame's
+  own time (its window and the smoothing); blinks at the person's rate from their own blink
+  library; the `replay` head motion planned one segment at a time, or `still` (`reference`
+  replays the test split and has no meaning for live speech);
+- this module: the audio source read on its own thread, the frames rendered, watermarked and
+  written as they become final.
 
 The output is a fragmented MP4 (media/video.py `LiveVideoWriter`) with the audio muxed in sync,
 to a file (renamed into place when the stream ends) or to stdout for a player or a restreamer
@@ -29,92 +31,16 @@ import sys
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterable, Iterator
 
 import numpy as np
 
-from ..data.avatar import Avatar
 from ..errors import InputError
 from .audio_input import SAMPLE_RATE
-from .blinks import BlinkStream, blink_style
 from .config import SpeakConfig
-from .drive import frame_conditioning
-from .head_motion import ReplayPlanner, still_pose
-from .lips import LipDriver
-from .stream_lips import StreamingLips, StreamLipsConfig
-
-STREAM_HEAD_MOTION = ("replay", "still")
-
-
-class PoseStream:
-    """Head poses frame by frame: `replay` segments planned as they are needed, or `still`."""
-
-    def __init__(self, avatar: Avatar, config: SpeakConfig, rng: np.random.Generator):
-        if config.head_motion not in STREAM_HEAD_MOTION:
-            raise InputError(f"a stream's head motion is replay or still, not {config.head_motion!r} ('reference' "
-                             "replays the test split: use `speak`)")
-        self.planner = ReplayPlanner(avatar, rng, config.segment_s, config.blend_s) \
-            if config.head_motion == "replay" else None
-        self.still = still_pose(avatar)
-        self.rotation = np.zeros((0, 3, 3))
-        self.translation = np.zeros((0, 3))
-        self.last: tuple[np.ndarray, np.ndarray] | None = None
-        self.segments = 0
-
-    def take(self, count: int) -> tuple[np.ndarray, np.ndarray]:
-        if self.planner is None:
-            return np.repeat(self.still[0][None], count, 0), np.repeat(self.still[1][None], count, 0)
-        while len(self.rotation) < count:
-            _, rot, tr = self.planner.next_segment(self.last)
-            self.last = (rot[-1], tr[-1])
-            self.rotation = np.concatenate([self.rotation, rot])
-            self.translation = np.concatenate([self.translation, tr])
-            self.segments += 1
-        rot, tr = self.rotation[:count], self.translation[:count]
-        self.rotation, self.translation = self.rotation[count:], self.translation[count:]
-        return rot, tr
-
-
-@dataclass
-class StreamedFrame:
-    index: int
-    conditioning: dict  # the renderer's per-frame signals (as Drive.conditioning)
-    opening: float  # predicted mouth opening (metres)
-
-
-class StreamPlanner:
-    """Every per-frame driving signal of a live stream: push audio, take the frames that became
-    final. Frame k's signals depend only on the audio and the seed, not on how the audio was cut
-    into pieces (tests check)."""
-
-    def __init__(self, avatar: Avatar, driver: LipDriver, config: SpeakConfig = SpeakConfig(), lip_gain: float = 1.0,
-                 lips_config: StreamLipsConfig = StreamLipsConfig(), prior: tuple[np.ndarray, np.ndarray] | None = None):
-        motion_rng, eye_rng = np.random.default_rng(config.seed).spawn(2)
-        self.lips = StreamingLips(driver, lip_gain, lips_config, prior)
-        self.eyes = BlinkStream(avatar.fps, blink_style(avatar), eye_rng, config.blinks)
-        self.poses = PoseStream(avatar, config, motion_rng)
-
-    def push(self, audio: np.ndarray) -> list[StreamedFrame]:
-        self.lips.push(audio)
-        return self._take()
-
-    def finish(self) -> list[StreamedFrame]:
-        self.lips.finish()
-        return self._take()
-
-    def _take(self) -> list[StreamedFrame]:
-        lips = self.lips.take()
-        if lips is None:
-            return []
-        n = len(lips.lip_feature)
-        eyes = self.eyes.take(n)
-        rotation, translation = self.poses.take(n)
-        return [StreamedFrame(lips.first + i, frame_conditioning(lips.lip_feature[i], eyes[i], rotation[i],
-                                                                  translation[i]), float(lips.opening[i]))
-                for i in range(n)]
-
+from .stream_lips import StreamLipsConfig
+from .stream_plan import StreamedFrame, StreamPlanner
 
 def rechunk(pieces: Iterable[np.ndarray], size: int) -> Iterator[np.ndarray]:
     """Audio pieces of any size -> pieces of `size` samples (the last may be shorter)."""
