@@ -44,6 +44,20 @@ def driver(avatar):
     return lip_driver(avatar, adapt=False)
 
 
+class ByteSink(io.RawIOBase):
+    """stdout as a consumer of the stream sees it: the bytes, as they are written."""
+
+    def __init__(self):
+        self.data = bytearray()
+
+    def writable(self):
+        return True
+
+    def write(self, b):
+        self.data += bytes(b)
+        return len(b)
+
+
 def speech(seconds: float, seed: int = 4) -> np.ndarray:
     from lokitalk.synth import synth_speech
 
@@ -213,19 +227,8 @@ def test_stream_writes_a_growing_stamped_video_in_sync_with_its_audio(model, tmp
     from lokitalk.speak import SpeakConfig
     from lokitalk.speak.stream import paced, rechunk, stream_speak
 
-    class Sink(io.RawIOBase):  # stdout as a consumer sees it: bytes as they are written
-        def __init__(self):
-            self.data = bytearray()
-
-        def writable(self):
-            return True
-
-        def write(self, b):
-            self.data += bytes(b)
-            return len(b)
-
     audio = speech(4.0)
-    sink = Sink()
+    sink = ByteSink()
     # the audio arrives at the pace it is spoken, as from a microphone
     summary = stream_speak(model / "model", paced(rechunk([audio], 640)), sink, SpeakConfig(segment_s=(0.8, 1.6)),
                            device="cpu")
@@ -247,18 +250,7 @@ def test_stream_writes_a_growing_stamped_video_in_sync_with_its_audio(model, tmp
 def test_the_live_writer_sends_the_video_while_it_is_made(tmp_path):
     from lokitalk.media.video import LiveVideoWriter, probe_video
 
-    class Sink(io.RawIOBase):
-        def __init__(self):
-            self.data = bytearray()
-
-        def writable(self):
-            return True
-
-        def write(self, b):
-            self.data += bytes(b)
-            return len(b)
-
-    sink = Sink()
+    sink = ByteSink()
     writer = LiveVideoWriter(sink, 25.0, SR)
     sizes = []
     tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(4 * SR) / SR)).astype(np.float32)
