@@ -374,3 +374,31 @@ def test_an_error_of_the_audio_source_mid_stream_stops_it_and_leaves_no_file(mod
         stream_speak(model / "model", breaks(rechunk([speech(4.0)], 640)), out, SpeakConfig(head_motion="still"),
                      device="cpu")
     assert not out.exists() and not list(tmp_path.glob(".*partial*"))
+
+
+def test_the_stream_prior_is_stored_with_the_model_and_falls_back_to_the_persons_clip(tmp_path, avatar):
+    from lokitalk.audio2motion.io import load_audio2motion, load_audio_prior, save_audio2motion
+    from lokitalk.audio2motion.predict import band_statistics, pooled_band_statistics
+    from lokitalk.speak.lips import lip_driver
+    from lokitalk.speak.stream_lips import default_prior
+
+    # pooled statistics of equal-length recordings = the statistics of them end to end
+    a, b = speech(2.0, seed=1), 0.3 * speech(2.0, seed=2)
+    stats = [band_statistics(a, avatar.audio_spec), band_statistics(b, avatar.audio_spec)]
+    from lokitalk.prepare.audio_features import log_mel
+
+    both = np.concatenate([log_mel(a, avatar.audio_spec), log_mel(b, avatar.audio_spec)]).astype(np.float64)
+    pooled = pooled_band_statistics(stats)
+    np.testing.assert_allclose(pooled[0], both.mean(0), rtol=1e-9)
+    np.testing.assert_allclose(pooled[1], both.var(0), rtol=1e-6)
+
+    model, basis, info = load_audio2motion()
+    with_prior = save_audio2motion(tmp_path / "with.safetensors", model, basis, info, pooled)
+    back = load_audio_prior(with_prior)
+    np.testing.assert_allclose(back[0], pooled[0], rtol=1e-6)
+    np.testing.assert_allclose(back[1], pooled[1], rtol=1e-6)
+    assert lip_driver(avatar, adapt=False, model_path=with_prior).audio_prior is not None
+    without = save_audio2motion(tmp_path / "without.safetensors", model, basis, info)
+    driver = lip_driver(avatar, adapt=False, model_path=without)
+    assert driver.audio_prior is None and load_audio_prior(without) is None
+    np.testing.assert_allclose(default_prior(driver)[0], band_statistics(avatar.audio(), avatar.audio_spec)[0])

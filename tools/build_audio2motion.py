@@ -5,7 +5,8 @@
 
 Fits the shared lip basis and trains Audio2Motion on the train split (never the held-out last
 10 %) of every prepared clip under ROOT, all identities at once, identity-balanced
-(audio2motion/train.py). Deterministic for a given set of avatars, seed and thread count. The
+(audio2motion/train.py), and stores the log-mel statistics of that audio (the prior of `lokitalk
+stream`'s running normalisation; `--audio-prior-only` adds just these to an existing file). Deterministic for a given set of avatars, seed and thread count. The
 file is ~0.5 MB: the weights, the basis and, in its metadata, what it was trained on. It holds
 no media, only learnt weights.
 """
@@ -17,13 +18,26 @@ import platform
 import time
 from pathlib import Path
 
-from lokitalk.audio2motion.io import SHIPPED, save_audio2motion
+import numpy as np
+
+from lokitalk.audio2motion.io import SHIPPED, load_audio2motion, save_audio2motion
 from lokitalk.audio2motion.model import Audio2MotionConfig
+from lokitalk.audio2motion.predict import band_statistics, pooled_band_statistics
 from lokitalk.audio2motion.shared_basis import fit_shared_lip_basis, identity_name
 from lokitalk.audio2motion.train import TrainConfig, load_motion_clip, train_on_clips
 from lokitalk.data.avatar import load_avatar
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def training_audio_prior(avatars) -> tuple:
+    """Log-mel statistics of the clips' training audio, each clip weighted equally: the prior of a
+    stream's running normalisation (lokitalk/speak/stream_lips.py)."""
+    stats = []
+    for avatar in avatars:
+        train = np.asarray(avatar.split.train, int)
+        stats.append(band_statistics(avatar.audio_for_frames(int(train[0]), int(train[-1])), avatar.audio_spec))
+    return pooled_band_statistics(stats)
 
 
 def main() -> None:
@@ -32,10 +46,19 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=SHIPPED)
+    parser.add_argument("--audio-prior-only", action="store_true", help="keep OUT's weights, basis and info; "
+                        "(re)compute only the training audio's log-mel statistics (the stream prior)")
     args = parser.parse_args()
     avatars = [load_avatar(p.parent) for p in sorted(args.root.glob("*/summary.json"))]
     if len(avatars) < 2:
         raise SystemExit(f"need prepared clips under {args.root} (run benchmarks/prepare_all.py)")
+    prior = training_audio_prior(avatars)
+    if args.audio_prior_only:
+        model, basis, info = load_audio2motion(args.out)
+        info["audio_prior"] = {"clips": [a.root.name for a in avatars], "frames": "train split of each clip"}
+        path = save_audio2motion(args.out, model, basis, info, prior)
+        print(f"{path}: audio prior of {len(avatars)} clips added; weights unchanged")
+        return
     basis = fit_shared_lip_basis(avatars, 16)
     clips = [load_motion_clip(a, basis) for a in avatars]
     config = TrainConfig(steps=args.steps, seed=args.seed, threads=1)
@@ -47,7 +70,8 @@ def main() -> None:
             "seed": args.seed, "train_s": round(time.perf_counter() - start, 1), "final": history[-1],
             "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
             "built_by": "tools/build_audio2motion.py"}
-    path = save_audio2motion(args.out, model, basis, info)
+    info["audio_prior"] = {"clips": [a.root.name for a in avatars], "frames": "train split of each clip"}
+    path = save_audio2motion(args.out, model, basis, info, prior)
     print(f"{path}: {len(clips)} clips of {len(info['identities'])} identities, {args.steps} steps in "
           f"{info['train_s']} s, final {history[-1]}; {path.stat().st_size / 1e6:.2f} MB")
 

@@ -1,7 +1,9 @@
 """Saving and loading a trained Audio2Motion with its shared lip basis (one safetensors file).
 
-The file holds the network's weights (`model.*`), the shared basis (`basis.*`), and in its
-metadata the network config and a free-form `info` dict (what it was trained on, how). The
+The file holds the network's weights (`model.*`), the shared basis (`basis.*`), optionally the
+log-mel statistics of its training audio (`audio_prior.*`: the prior of `lokitalk stream`'s
+running normalisation), and in its metadata the network config and a free-form `info` dict
+(what it was trained on, how). The
 shipped model is `lokitalk/assets/audio2motion.safetensors`, built by
 `tools/build_audio2motion.py`.
 """
@@ -25,14 +27,19 @@ FORMAT = "lokitalk-audio2motion/1"
 SHIPPED = Path(__file__).resolve().parents[1] / "assets" / "audio2motion.safetensors"
 
 
-def save_audio2motion(path: str | Path, model: Audio2Motion, basis: LipBasis, info: dict | None = None) -> Path:
-    """Write weights, basis and config; the file appears only once complete."""
+def save_audio2motion(path: str | Path, model: Audio2Motion, basis: LipBasis, info: dict | None = None,
+                      audio_prior: tuple[np.ndarray, np.ndarray] | None = None) -> Path:
+    """Write weights, basis and config (and the training audio's log-mel statistics, the prior
+    of a stream's running normalisation: `load_audio_prior`); the file appears only once complete."""
     path = Path(path)
     tensors = {f"model.{k}": v.detach().float().contiguous().cpu() for k, v in model.state_dict().items()}
     for key, value in basis.to_arrays().items():
         array = np.asarray(value)
         array = array.astype(np.int32) if array.dtype.kind in "iu" else array.astype(np.float32)
         tensors[f"basis.{key}"] = torch.from_numpy(np.ascontiguousarray(array))
+    if audio_prior is not None:
+        tensors["audio_prior.mean"] = torch.from_numpy(np.asarray(audio_prior[0], np.float32))
+        tensors["audio_prior.var"] = torch.from_numpy(np.asarray(audio_prior[1], np.float32))
     metadata = {"format": FORMAT, "config": json.dumps(asdict(model.config)), "info": json.dumps(info or {})}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -62,3 +69,13 @@ def load_audio2motion(path: str | Path | None = None) -> tuple[Audio2Motion, Lip
     basis = LipBasis(arrays["point_ids"].astype(np.int32), arrays["neutral"].astype(np.float64),
                      arrays["components"].astype(np.float64), arrays["explained_variance"].astype(np.float64))
     return model, basis, json.loads(metadata.get("info", "{}"))
+
+
+def load_audio_prior(path: str | Path | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+    """(per-band mean, per-band variance) of the log-mel of the audio the model at `path` (default:
+    the shipped one) was trained on, or None if the file carries none."""
+    path = Path(path) if path is not None else SHIPPED
+    tensors = load_file(str(path))
+    if "audio_prior.mean" not in tensors:
+        return None
+    return tensors["audio_prior.mean"].double().numpy(), tensors["audio_prior.var"].double().numpy()

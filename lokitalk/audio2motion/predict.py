@@ -50,6 +50,20 @@ def utterance_stats(audio: np.ndarray, spec: AudioFeatureSpec, chunk: int = 6000
     return mean.astype(np.float32), float(max(np.sqrt(max(var, 0.0)), 1e-6))
 
 
+def band_statistics(audio: np.ndarray, spec: AudioFeatureSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Per-band mean and per-band variance of a recording's log-mel (float64): what a stream's
+    running normalisation starts from (lokitalk.speak.stream_lips); pooled, `utterance_stats`."""
+    mel = log_mel(np.asarray(audio, np.float32), spec).astype(np.float64)
+    return mel.mean(0), mel.var(0)
+
+
+def pooled_band_statistics(stats: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Several recordings' `band_statistics`, each weighted equally -> one (mean, variance)."""
+    mean = np.mean([m for m, _ in stats], 0)
+    second = np.mean([v + m ** 2 for m, v in stats], 0)
+    return mean, np.maximum(second - mean ** 2, 0.0)
+
+
 def windows_for_frames(audio: np.ndarray, frames: np.ndarray, fps: float, spec: AudioFeatureSpec,
                        window: int) -> np.ndarray:
     """[len(frames), window, n_mels] log-mel windows of video frames `frames` (as

@@ -43,6 +43,9 @@ class LipDriver:
     avatar: Avatar
     source: str  # "shipped", "shipped+adapted", "own clip"
     report: dict
+    # log-mel (mean, variance) per band of the Audio2Motion's training audio (its file's
+    # `audio_prior`), the prior of a stream's running normalisation; None: not in the file
+    audio_prior: tuple[np.ndarray, np.ndarray] | None = None
 
     def shared_features(self, audio: np.ndarray, num_frames: int, chunk_frames: int = 500) -> np.ndarray:
         feats = predict_audio(self.model, audio, num_frames, self.avatar.fps, self.avatar.audio_spec, chunk_frames)
@@ -90,7 +93,7 @@ def own_clip_model(avatar: Avatar, steps: int = 800) -> tuple[Audio2Motion, LipB
 
 def lip_driver(avatar: Avatar, adapt: bool = True, model_path=None, adapt_config: AdaptConfig = AdaptConfig(),
                device: str = "cpu", own_steps: int = 800) -> LipDriver:
-    from ..audio2motion.io import SHIPPED, load_audio2motion
+    from ..audio2motion.io import SHIPPED, load_audio2motion, load_audio_prior
 
     path = model_path if model_path is not None else SHIPPED
     if model_path is None and not SHIPPED.is_file():
@@ -99,14 +102,15 @@ def lip_driver(avatar: Avatar, adapt: bool = True, model_path=None, adapt_config
         style, report = fit_style(model, basis, clip, adapt_config)
         return LipDriver(model.to(device), basis, style, avatar, "own clip", report)
     model, basis, info = load_audio2motion(path)
+    prior = load_audio_prior(path)
     if not adapt:
         return LipDriver(model.to(device), basis, Style.identity(basis.components.shape[0]), avatar, "shipped",
-                         {"model_info": info})
+                         {"model_info": info}, prior)
     clip = load_motion_clip(avatar, basis)
     adapted, style, report = adapt_to_identity(model, basis, clip, adapt_config)
     report.pop("history", None)
     report["model_info"] = info
-    return LipDriver(adapted.to(device), basis, style, avatar, "shipped+adapted", report)
+    return LipDriver(adapted.to(device), basis, style, avatar, "shipped+adapted", report, prior)
 
 
 def predicted_opening(driver: LipDriver, shared: np.ndarray) -> np.ndarray:

@@ -5,12 +5,14 @@ stream cannot, in two places:
 
 - **Utterance normalisation.** The network's input is the log-mel minus the utterance's mean per
   band, over its overall spread. Here frame k is normalised with the statistics of the mel
-  frames received up to the end of its own window, shrunk toward a prior: the avatar's own clip's
-  statistics, weighted as `prior_frames` mel frames (`StreamLipsConfig`, 0.5 s). The first frames
-  of a stream therefore lean on the person's own voice level instead of a few noisy frames (or a
-  silent start with no spread at all); after a few seconds the stream's own statistics dominate,
-  and the result approaches the offline one (docs/RESULTS.md, "Streaming"). With
-  `prior_frames = 0` it is the plain running statistic.
+  frames received up to the end of its own window, shrunk toward a prior weighted as
+  `prior_frames` mel frames (`StreamLipsConfig`, 0.5 s): the log-mel statistics of the audio the
+  Audio2Motion was trained on (28 clips, many voices and microphones; stored with the model), or
+  the person's own clip where the model file has none. The first frames of a stream therefore
+  lean on a typical level instead of a few noisy frames (or a silent start with no spread at
+  all); after a few seconds the stream's own statistics dominate, and the result approaches the
+  offline one (docs/RESULTS.md, "Streaming"). With `prior_frames = 0` it is the plain running
+  statistic.
 - **Temporal smoothing.** The zero-phase Gaussian over predicted frames needs `radius` frames
   ahead; a frame is final once their predictions exist, or when the stream ends (the last frame
   repeated beyond it, as `gaussian_filter1d(mode="nearest")`).
@@ -33,17 +35,17 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..audio2motion.predict import mel_frames, num_mel_frames
-from ..prepare.audio_features import AudioFeatureSpec, log_mel
+from ..audio2motion.predict import band_statistics, mel_frames, num_mel_frames
+from ..prepare.audio_features import log_mel
 from .lips import LipDriver, predicted_opening
 
 
 @dataclass(frozen=True)
 class StreamLipsConfig:
     # weight of the prior statistics, in mel frames (10 ms each): 0.5 s of speech. Against the
-    # offline lips on 12 recordings (docs/RESULTS.md, "Streaming"): 0 -> 50 raises the mean
-    # correlation over the first 2 s from 0.75 to 0.86 and costs 0.01 over 2-5 s; 200 costs 0.08
-    # there (the person's own recording is not the stream's microphone)
+    # offline lips on 12 recordings (docs/RESULTS.md, "Streaming"), with the training audio's
+    # prior: 0 -> 50 raises the mean correlation over the first 2 s from 0.75 to 0.90 (worst
+    # 0.33 -> 0.84) and is level after; 100 or 200 cost more later (0.91, 0.86 over 2-5 s)
     prior_frames: int = 50
 
 
@@ -56,11 +58,12 @@ class LipFrames:
     opening: np.ndarray  # [n] predicted mouth opening (metres)
 
 
-def clip_statistics(audio: np.ndarray, spec: AudioFeatureSpec) -> tuple[np.ndarray, np.ndarray]:
-    """Per-band mean and per-band variance of a clip's log-mel: the prior of the running
-    normalisation (their pooled form is `utterance_stats`)."""
-    mel = log_mel(audio, spec).astype(np.float64)
-    return mel.mean(0), mel.var(0)
+def default_prior(driver: LipDriver) -> tuple[np.ndarray, np.ndarray]:
+    """The running normalisation's prior: the Audio2Motion's training audio (28 clips, many
+    microphones) when its file carries it, else the person's own clip."""
+    if driver.audio_prior is not None:
+        return driver.audio_prior
+    return band_statistics(driver.avatar.audio(), driver.avatar.audio_spec)
 
 
 def gaussian_weights(sigma: float) -> np.ndarray:
@@ -88,7 +91,7 @@ class StreamingLips:
         self.weights = gaussian_weights(model_config.smooth_sigma_frames)
         self.radius = len(self.weights) // 2
         self.floor = np.float32(np.log(self.spec.log_floor))
-        mean0, var0 = prior if prior is not None else clip_statistics(avatar.audio(), self.spec)
+        mean0, var0 = prior if prior is not None else default_prior(driver)
         n0 = float(config.prior_frames)
         self.prior_s1, self.prior_s2, self.prior_n = n0 * mean0, n0 * (var0 + mean0 ** 2), n0
         # how many mel frames the STFT of frame j reaches before and after its centre
@@ -296,7 +299,7 @@ def reference_stream_lips(driver: LipDriver, audio: np.ndarray, config: StreamLi
     avatar, spec = driver.avatar, driver.avatar.audio_spec
     model_config = driver.model.config
     window, half = model_config.input_length, model_config.input_length // 2
-    mean0, var0 = prior if prior is not None else clip_statistics(avatar.audio(), spec)
+    mean0, var0 = prior if prior is not None else default_prior(driver)
     n0 = float(config.prior_frames)
     mel = log_mel(np.asarray(audio, np.float32), spec).astype(np.float64)
     frames = max(1, int(len(audio) // (spec.sample_rate / avatar.fps)))
