@@ -97,10 +97,10 @@ def signal_rows(avatar, model_dir: Path, wavs: dict[str, Path], priors: list[int
     return rows
 
 
-def video_rows(model_dir: Path, clips: dict[str, Path], out: Path) -> dict:
-    rows, made = {}, {"speak": [], "stream": []}
+def video_rows(model_dir: Path, clips: dict[str, Path], out: Path, kinds: list[str]) -> dict:
+    rows, made = {}, {kind: [] for kind in kinds}
     for label, wav in clips.items():
-        for kind in ("speak", "stream"):
+        for kind in kinds:
             video = out / f"{label}_{kind}.mp4"
             start = time.perf_counter()
             if kind == "speak":
@@ -136,6 +136,7 @@ def main() -> None:
     parser.add_argument("--priors", default="0,50,200")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: signal,video,latency")
+    parser.add_argument("--kinds", default="speak,stream", help="which commands make the rendered videos")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     import torch
@@ -157,7 +158,7 @@ def main() -> None:
         clips[label] = write_wav(args.out / f"{label}_{int(args.seconds)}s.wav",
                                  load_audio(wav, SR)[:int(args.seconds * SR)])
     if "video" not in skip:
-        results["videos"] = video_rows(args.model, clips, args.out)
+        results["videos"] = video_rows(args.model, clips, args.out, args.kinds.split(","))
     if "latency" not in skip:
         results["latency"] = latency_rows(args.model, clips[next(iter(clips))], args.out)
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
