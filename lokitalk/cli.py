@@ -399,9 +399,9 @@ def stream(
         pieces = rechunk(iter_raw_pcm(sys.stdin.buffer, rate, SAMPLE_RATE, chunk_ms / 1e3), size)
     else:
         from .media.audio import iter_audio
-        from .speak.audio_input import check_speech_path
+        from .media.video import check_file
 
-        check_speech_path(Path(audio))
+        check_file(Path(audio))
         pieces = rechunk(iter_audio(Path(audio), SAMPLE_RATE), size)
         pieces = paced(pieces, SAMPLE_RATE) if realtime else pieces
     target = sys.stdout.buffer if out == "-" else Path(out)

@@ -16,9 +16,10 @@ def load_speech(path: str | Path, min_seconds: float = 0.5, sample_rate: int = S
     """Mono float32 speech at `sample_rate`, or an InputError naming what is wrong with it:
     missing, a directory, not decodable, no audio stream, shorter than `min_seconds`, silent."""
     from ..media.audio import load_audio
+    from ..media.video import check_file
 
     path = Path(path)
-    check_speech_path(path)
+    check_file(path)  # missing, a directory, empty
     audio = load_audio(path, sample_rate)  # InputError for anything FFmpeg cannot decode
     seconds = len(audio) / sample_rate
     if seconds < min_seconds:
@@ -27,16 +28,6 @@ def load_speech(path: str | Path, min_seconds: float = 0.5, sample_rate: int = S
         raise InputError(f"{path} is silent (never louder than {SILENCE_DBFS:.0f} dBFS): there is no speech to "
                          "lip-sync")
     return audio
-
-
-def check_speech_path(path: Path) -> None:
-    """InputError unless `path` is a non-empty file (what FFmpeg makes of it is checked later)."""
-    if path.is_dir():
-        raise InputError(f"{path} is a directory, not an audio file")
-    if not path.exists():
-        raise InputError(f"{path} does not exist")
-    if path.stat().st_size == 0:
-        raise InputError(f"{path} is empty")
 
 
 def loudest_dbfs(audio: np.ndarray, sample_rate: int, window_s: float = 0.05) -> float:
