@@ -405,8 +405,13 @@ def stream(
         pieces = rechunk(iter_audio(Path(audio), SAMPLE_RATE), size)
         pieces = paced(pieces, SAMPLE_RATE) if realtime else pieces
     target = sys.stdout.buffer if out == "-" else Path(out)
-    summary = stream_speak(model, pieces, target, config, device=device, show_progress=not quiet,
-                           max_latency_s=max_latency)
+    try:
+        summary = stream_speak(model, pieces, target, config, device=device, show_progress=not quiet,
+                               max_latency_s=max_latency)
+    except KeyboardInterrupt:  # not resumable: say what became of the output
+        kept = "" if out == "-" else f"; {out} was not written (end a stream by closing its input)"
+        typer.echo(f"interrupted: the stream stopped{kept}", err=True)
+        sys.exit(130)
     typer.echo(json.dumps(summary), err=out == "-")
 
 
