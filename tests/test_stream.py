@@ -402,3 +402,17 @@ def test_the_stream_prior_is_stored_with_the_model_and_falls_back_to_the_persons
     driver = lip_driver(avatar, adapt=False, model_path=without)
     assert driver.audio_prior is None and load_audio_prior(without) is None
     np.testing.assert_allclose(default_prior(driver)[0], band_statistics(avatar.audio(), avatar.audio_spec)[0])
+
+
+def test_an_interrupted_stream_says_its_file_was_not_written(tmp_path, capsys, monkeypatch):
+    import lokitalk.speak.stream as stream_module
+    from lokitalk.media.audio import write_wav
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(stream_module, "stream_speak", interrupted)
+    audio = write_wav(tmp_path / "a.wav", speech(1.0))
+    out = tmp_path / "live.mp4"
+    code, _, err = run_cli(["stream", tmp_path, "--audio", audio, "--out", out], capsys)
+    assert code == 130 and "was not written" in err and "resume" not in err
