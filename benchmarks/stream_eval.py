@@ -69,7 +69,7 @@ def compare(streamed: np.ndarray, offline: np.ndarray, fps: float) -> dict:
 def signal_rows(avatar, model_dir: Path, wavs: dict[str, Path], priors: list[int]) -> dict:
     from lokitalk.speak.audio_input import frames_for
     from lokitalk.speak.lip_gain import load_lip_gain
-    from lokitalk.speak.lips import lip_driver
+    from lokitalk.speak.lips import lip_driver, predicted_opening
 
     driver = lip_driver(avatar)
     gain = load_lip_gain(model_dir)
@@ -77,8 +77,6 @@ def signal_rows(avatar, model_dir: Path, wavs: dict[str, Path], priors: list[int
     for label, wav in wavs.items():
         audio = load_audio(wav, SR)
         n, trimmed = frames_for(audio, avatar.fps)
-        from lokitalk.speak.lips import predicted_opening
-
         offline = predicted_opening(driver, driver.shared_features(trimmed, n))
         rows[label] = {"seconds": round(n / avatar.fps, 1)}
         if label != "own held-out audio":

@@ -49,6 +49,20 @@ def synthetic_avatar(root: Path, duration_s: float, size: int, seed: int) -> Pat
     return Path(root) / "avatar"
 
 
+def micro_model(root: Path, duration_s: float, size: int, seed: int, steps: int) -> Path:
+    """ROOT with the synthetic subject prepared into ROOT/avatar and a micro model (test_trainer's
+    micro_config, `steps` steps) trained on it into ROOT/model; returns ROOT."""
+    from dataclasses import replace
+
+    from lokitalk.train.trainer import train
+    from test_trainer import micro_config
+
+    synthetic_avatar(root, duration_s, size, seed)
+    train(root / "avatar", root / "model", replace(micro_config(steps), checkpoint_every=steps), device="cpu",
+          show_progress=False)
+    return root
+
+
 def run_cli(args, capsys) -> tuple[int | None, str, str]:
     """Run `lokitalk ARGS` in this process, as a user would; returns (exit code, stdout, stderr)."""
     import sys

@@ -1,26 +1,18 @@
 """Every video `render` writes is stamped: watermark and manifest name the model and the consent."""
 
 import json
-from dataclasses import replace
 
 import pytest
 
-from conftest import run_cli, synthetic_avatar
+from conftest import micro_model, run_cli
 from lokitalk.provenance import Payload
-from lokitalk.train.trainer import train
 
 pytest.importorskip("mediapipe")
 
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    from test_trainer import micro_config
-
-    root = tmp_path_factory.mktemp("stamp")
-    synthetic_avatar(root, 4.0, 160, 9)
-    train(root / "avatar", root / "model", replace(micro_config(30), checkpoint_every=30), device="cpu",
-          show_progress=False)
-    return root
+    return micro_model(tmp_path_factory.mktemp("stamp"), 4.0, 160, 9, steps=30)
 
 
 def test_rendered_video_carries_watermark_and_manifest(model, capsys):

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from conftest import assert_clean_failure, run_cli, synthetic_avatar
+from conftest import assert_clean_failure, micro_model, run_cli
 
 pytest.importorskip("mediapipe")
 
@@ -17,14 +16,7 @@ SR = 16000
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    from lokitalk.train.trainer import train
-    from test_trainer import micro_config
-
-    root = tmp_path_factory.mktemp("speak")
-    synthetic_avatar(root, 5.0, 96, 11)
-    train(root / "avatar", root / "model", replace(micro_config(20), checkpoint_every=20), device="cpu",
-          show_progress=False)
-    return root
+    return micro_model(tmp_path_factory.mktemp("speak"), 5.0, 96, 11, steps=20)
 
 
 def speech_file(path, seconds: float, seed: int = 3, rate: int = SR, delay_s: float = 0.0):

@@ -11,7 +11,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from conftest import assert_clean_failure, run_cli, synthetic_avatar
+from conftest import assert_clean_failure, micro_model, run_cli
 
 pytest.importorskip("mediapipe")
 
@@ -20,14 +20,7 @@ SR = 16000
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    from lokitalk.train.trainer import train
-    from test_trainer import micro_config
-
-    root = tmp_path_factory.mktemp("stream")
-    synthetic_avatar(root, 5.0, 96, 11)
-    train(root / "avatar", root / "model", replace(micro_config(20), checkpoint_every=20), device="cpu",
-          show_progress=False)
-    return root
+    return micro_model(tmp_path_factory.mktemp("stream"), 5.0, 96, 11, steps=20)
 
 
 @pytest.fixture(scope="module")
