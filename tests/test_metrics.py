@@ -33,3 +33,26 @@ def test_landmark_distance_and_ssim(rng):
     image = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
     assert metrics.ssim(image, image) == pytest.approx(1.0)
     assert metrics.ssim(image, 255 - image) < 0.1
+
+
+def test_region_error_budget_matches_reference_and_locates_the_error(rng):
+    names = {0: "background", 1: "torso", 4: "face"}
+    real = rng.integers(0, 255, (3, 10, 12, 3), dtype=np.uint8)
+    labels = np.zeros((3, 10, 12), np.uint8)
+    labels[:, 5:, :] = 1
+    labels[:, 1:4, 3:8] = 4
+    labels[1, 0, 0] = 6  # a region not named: counted as "other"
+    pred = real.copy()
+    pred[:, 1:4, 3:8] = np.clip(pred[:, 1:4, 3:8].astype(int) + 40, 0, 255)  # all the error in the face
+    fast = metrics.region_error_budget(pred, real, labels, names)
+    slow = metrics.region_error_budget_reference(pred, real, labels, names)
+    assert fast.keys() == slow.keys() == {"background", "torso", "face", "other"}
+    for name in fast:
+        for key in fast[name]:
+            assert fast[name][key] == pytest.approx(slow[name][key], rel=1e-9), (name, key)
+    assert fast["face"]["error_share"] == pytest.approx(1.0)
+    assert fast["face"]["psnr_if_perfect"] == float("inf")  # fixing the face fixes every frame
+    assert fast["torso"]["psnr"] == float("inf")
+    assert sum(v["pixel_share"] for v in fast.values()) == pytest.approx(1.0)
+    # the whole-frame PSNR is what a perfect torso leaves: the torso carried no error
+    assert fast["torso"]["psnr_if_perfect"] == pytest.approx(np.mean([metrics.psnr(p, r) for p, r in zip(pred, real)]))

