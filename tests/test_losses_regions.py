@@ -3,7 +3,7 @@
 import torch
 
 from lokitalk.prepare.masks import Region
-from lokitalk.train.losses import photometric_loss
+from lokitalk.train.losses import attention_loss, photometric_loss
 
 
 def test_photometric_loss_weights_mouth_and_eye_rays_like_a_per_ray_loop():
@@ -24,3 +24,15 @@ def test_photometric_loss_weights_mouth_and_eye_rays_like_a_per_ray_loop():
     gain_weighted = photometric_loss(worse, target, labels, 2.0, 3.0) - got
     gain_plain = photometric_loss(worse, target, labels, 2.0, 0.0) - photometric_loss(rgb, target, labels, 2.0, 0.0)
     assert float(gain_weighted) > 1.5 * float(gain_plain) > 0
+
+
+def test_attention_loss_ties_the_lips_to_the_mouth_or_to_the_lower_face_where_the_person_is():
+    labels = torch.tensor([Region.MOUTH, Region.FACE, Region.FACE, Region.NECK, Region.BACKGROUND, Region.EYES])
+    speech = torch.tensor([True, True, False, True, True, False])  # the lower face, as drawn
+    lip = torch.tensor([1.0, 1.0, 0.0, 1.0, 0.0, 0.0])  # attention on the mouth, chin and jaw
+    maps = {"lip": lip}
+    # mouth only: the chin and jaw rays (1 and 3) are errors
+    assert abs(float(attention_loss(maps, labels)) - 2 / 6) < 1e-6
+    # lower face: no error; the background ray (4) asks for nothing although the mask covers it
+    assert float(attention_loss(maps, labels, speech)) == 0.0
+    assert abs(float(attention_loss({"lip": torch.ones(6)}, labels, speech)) - 3 / 6) < 1e-6

@@ -12,6 +12,7 @@ from lokitalk.prepare.masks import (
     REGION_COLORS,
     Region,
     head_mask,
+    lower_face_mask,
     region_labels,
     region_labels_batch,
     region_mask,
@@ -268,3 +269,24 @@ def test_the_eye_region_stays_open_through_a_blink(frontal):
         inside = _poly_mask(lms[loop])  # where the open eye was
         assert np.mean(blink[inside] == Region.EYES) > 0.95
         assert abs(np.sum(blink == Region.EYES) - np.sum(labels == Region.EYES)) <= 2  # same region
+
+
+def test_lower_face_holds_what_moves_with_speech_and_follows_the_face(frontal):
+    lms, labels = frontal
+    mask = lower_face_mask((SIZE, SIZE), lms, T)
+    inside = lambda xy: bool(mask[tuple(np.round(np.asarray(xy)[::-1]).astype(int))])  # noqa: E731
+    assert all(inside(p) for p in lms[T.mouth_points])  # the lips
+    chin = lms[152]
+    face_height = np.ptp(lms[T.face_oval], axis=0).max()
+    assert inside(chin) and inside(chin + [0, 0.04 * face_height])  # the chin and where it drops to
+    assert not inside(chin + [0, 0.12 * face_height])  # not the whole neck
+    assert not inside(lms[T.left_eye].mean(0)) and not inside(lms[T.right_eye].mean(0))
+    assert not inside(lms[10])  # the forehead
+    assert not mask[(labels == Region.EYES)].any()
+    # it moves with the face, and a frame without landmarks has none
+    moved = lower_face_mask((SIZE, SIZE), frontal_landmarks(dx=7, dy=-5), T)
+    assert np.array_equal(moved[20:-20, 20:-20], np.roll(mask, (-5, 7), (0, 1))[20:-20, 20:-20])
+    assert not lower_face_mask((SIZE, SIZE), np.full_like(lms, np.nan), T).any()
+    # the margin only adds
+    bare = lower_face_mask((SIZE, SIZE), lms, T, chin_margin=0.0)
+    assert (bare <= mask).all() and mask.sum() > bare.sum()

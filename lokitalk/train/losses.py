@@ -34,12 +34,18 @@ def opacity_loss(opacity: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
     return ((opacity - alpha) ** 2).mean()
 
 
-def attention_loss(attention_maps: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
-    """Each signal's rendered influence should fall inside its own region and nowhere else."""
+def attention_loss(attention_maps: dict[str, torch.Tensor], labels: torch.Tensor,
+                   speech: torch.Tensor | None = None) -> torch.Tensor:
+    """Each signal's rendered influence should fall inside its own region and nowhere else.
+    `speech` (bool per ray): the lip signal's region is the mouth plus this (the lower face,
+    `prepare.masks.lower_face_mask`, where it is not background) instead of the mouth alone."""
     total = torch.zeros((), device=labels.device)
     for name, regions in ATTENTION_REGIONS.items():
         if name in attention_maps:
-            total = total + ((attention_maps[name] - region_mask(labels, regions)) ** 2).mean()
+            target = region_mask(labels, regions)
+            if name == "lip" and speech is not None:  # the person's part of it: no attention to ask of empty space
+                target = torch.maximum(target, (speech & (labels != int(Region.BACKGROUND))).float())
+            total = total + ((attention_maps[name] - target) ** 2).mean()
     return total
 
 

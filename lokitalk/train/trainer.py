@@ -247,7 +247,7 @@ def train(avatar_dir: Path, model_dir: Path, config: TrainConfig, device: str = 
             photo = photometric_loss(out.rgb, target, labels, config.mouth_weight, config.eye_weight)
             loss = photo + config.alpha_weight * opacity_loss(out.opacity, batch["alpha"].to(dev))
             if config.model.deformation.kind == "region" and config.attention_weight > 0:
-                loss = loss + config.attention_weight * attention_loss(out.extras, labels)
+                loss = loss + config.attention_weight * attention_loss(out.extras, labels, _speech(batch, dev))
             if lpips_net is not None and step % config.lpips_every == 0:
                 with accel.autocast(dev):
                     loss = loss + config.lpips_weight * _patch_lpips(model, patch_sampler, lpips_net, grid,
@@ -302,3 +302,8 @@ def _export_final(model_dir: Path) -> None:
     tmp = model_dir / "model.safetensors.tmp"
     shutil.copyfile(model_dir / "checkpoint.safetensors", tmp)
     tmp.replace(model_dir / "model.safetensors")
+
+
+def _speech(batch: dict, device) -> torch.Tensor | None:
+    """The batch's lower-face region where the lip attention is tied to it (TrainConfig.lip_region)."""
+    return batch["speech"].to(device) if "speech" in batch else None
