@@ -184,3 +184,32 @@ def test_the_model_renders_density_only_inside_its_box():
     outside = torch.full((4, 3), 2.0)
     assert torch.all(model.canonical.density(inside) > 0)
     assert torch.all(model.canonical.density(outside) == 0)
+
+
+def test_training_composites_each_samples_squared_displacement_and_rendering_does_not():
+    from lokitalk.train.losses import displacement_loss
+
+    torch.manual_seed(0)
+    model = TalkingHead(ModelConfig())
+    torch.nn.init.normal_(model.deformation.face_out.weight, std=0.05)  # a deformation that moves points
+    x, lip, eye, pose = inputs(32)
+    directions = torch.nn.functional.normalize(torch.randn(32, 3), dim=-1)
+    _, _, extras = model.evaluate_points(x, directions, lip[:1], eye[:1], pose[:1])
+    moved = model.deformation(x, lip[:1], eye[:1], pose[:1]).canonical
+    torch.testing.assert_close(extras["displacement"], ((moved - x) ** 2).sum(-1))
+    assert float(extras["displacement"].max()) > 0
+    # in cm²: a ray whose points all moved 1 cm costs 1
+    assert abs(float(displacement_loss({"displacement": torch.full((5,), 1e-4)})) - 1.0) < 1e-6
+    # a step on the loss shrinks the displacement
+    loss = displacement_loss(extras)
+    loss.backward()
+    grads = [p for p in model.deformation.parameters() if p.grad is not None]
+    norm = torch.sqrt(sum((p.grad ** 2).sum() for p in grads))
+    with torch.no_grad():
+        for p in grads:
+            p -= 1e-3 * p.grad / norm  # a small step along the gradient
+    _, _, after = model.evaluate_points(x, directions, lip[:1], eye[:1], pose[:1])
+    assert float(displacement_loss(after)) < float(loss)
+    model.eval()  # rendering: no extra work
+    _, _, extras = model.evaluate_points(x, directions, lip[:1], eye[:1], pose[:1])
+    assert "displacement" not in extras

@@ -179,7 +179,11 @@ class TalkingHead(nn.Module):
                                      self.canonical.encoding.config)
             density, rgb = self.canonical(deformed.canonical, directions, offset, identity.geometry,
                                           identity.appearance)
-        return density, rgb, deformed.attention
+        if not self.training:
+            return density, rgb, deformed.attention
+        # training also composites each sample's squared displacement (m²), for the loss that
+        # keeps the canonical space aligned with the frames (train.losses.displacement_loss)
+        return density, rgb, {**deformed.attention, "displacement": (deformed.offset.float() ** 2).sum(-1)}
 
     def field_for(self, batch: dict[str, torch.Tensor], directions: torch.Tensor,
                   identity: "ResolvedIdentity | None" = None):

@@ -49,6 +49,16 @@ def attention_loss(attention_maps: dict[str, torch.Tensor], labels: torch.Tensor
     return total
 
 
+DISPLACEMENT_UNIT_M = 0.01  # displacements are penalised in centimetres
+
+
+def displacement_loss(extras: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean over rays of the rendered squared displacement, in cm²: what the deformation does
+    should stay local (lips ~1 cm, a blink less); without it some runs moved the face's points
+    by 10-30 cm and scrambled the canonical space (docs/RESULTS.md, "Displacement")."""
+    return extras["displacement"].mean() / DISPLACEMENT_UNIT_M**2
+
+
 def psnr(mse: torch.Tensor | float) -> float:
     value = float(mse)
     return float("inf") if value <= 0 else -10.0 * torch.log10(torch.tensor(value)).item()

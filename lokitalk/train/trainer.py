@@ -34,7 +34,7 @@ from ..render.frames import render_batch
 from .accelerate import accelerate_model, resolve
 from .checkpoint import load_checkpoint, model_config_to_dict, save_checkpoint
 from .config import TrainConfig, training_rays
-from .losses import attention_loss, opacity_loss, photometric_loss, psnr
+from .losses import attention_loss, displacement_loss, opacity_loss, photometric_loss, psnr
 from .progress import progress_bar
 
 MODEL_FORMAT = "lokitalk-model/1"
@@ -248,6 +248,8 @@ def train(avatar_dir: Path, model_dir: Path, config: TrainConfig, device: str = 
             loss = photo + config.alpha_weight * opacity_loss(out.opacity, batch["alpha"].to(dev))
             if config.model.deformation.kind == "region" and config.attention_weight > 0:
                 loss = loss + config.attention_weight * attention_loss(out.extras, labels, _speech(batch, dev))
+            if config.displacement_weight > 0:
+                loss = loss + config.displacement_weight * displacement_loss(out.extras)
             if lpips_net is not None and step % config.lpips_every == 0:
                 with accel.autocast(dev):
                     loss = loss + config.lpips_weight * _patch_lpips(model, patch_sampler, lpips_net, grid,
