@@ -195,8 +195,12 @@ def test_training_composites_each_samples_squared_displacement_and_rendering_doe
     x, lip, eye, pose = inputs(32)
     directions = torch.nn.functional.normalize(torch.randn(32, 3), dim=-1)
     _, _, extras = model.evaluate_points(x, directions, lip[:1], eye[:1], pose[:1])
-    moved = model.deformation(x, lip[:1], eye[:1], pose[:1]).canonical
-    torch.testing.assert_close(extras["displacement"], ((moved - x) ** 2).sum(-1))
+    torch.nn.init.normal_(model.deformation.torso_net[-1].weight, std=0.05)  # and a torso stage that does too
+    deformed = model.deformation(x, lip[:1], eye[:1], pose[:1])
+    stage1 = x + model.deformation.face_out(model.deformation.act(model.deformation.face_trunk(torch.cat(
+        [model.deformation.position(x), *_face_inputs(model.deformation, x, lip[:1], eye[:1])], -1))))
+    torch.testing.assert_close(extras["displacement"], ((stage1 - x) ** 2).sum(-1))  # stage 1's part only
+    assert float(((deformed.canonical - stage1) ** 2).sum(-1).max()) > 0  # the torso stage moved them further
     assert float(extras["displacement"].max()) > 0
     # in cm²: a ray whose points all moved 1 cm costs 1
     assert abs(float(displacement_loss({"displacement": torch.full((5,), 1e-4)})) - 1.0) < 1e-6
@@ -213,3 +217,9 @@ def test_training_composites_each_samples_squared_displacement_and_rendering_doe
     model.eval()  # rendering: no extra work
     _, _, extras = model.evaluate_points(x, directions, lip[:1], eye[:1], pose[:1])
     assert "displacement" not in extras
+
+
+def _face_inputs(deform, x, lip, eye):
+    """The face trunk's signal inputs, written out (the reference for stage 1's displacement)."""
+    att = torch.sigmoid(deform.face_attention(deform.position(x)))
+    return [att[:, :1] * deform.lip_proj(lip), att[:, 1:] * deform.eye_proj(eye)]

@@ -173,6 +173,7 @@ class DeformationOutput:
     canonical: torch.Tensor  # [M,3] points in the canonical space
     attention: dict[str, torch.Tensor]  # name -> [M] per-point attention (region model only)
     offset: torch.Tensor  # [M,3] total displacement
+    face_offset: torch.Tensor | None = None  # [M,3] stage 1's part of it (region model only)
 
 
 class RegionDeformation(nn.Module):
@@ -234,7 +235,7 @@ class RegionDeformation(nn.Module):
         pose_in = self.pose_proj(pose).expand(x.shape[0], -1)
         dx_torso = a_torso[:, None] * self.torso_net(torch.cat([enc1, pose_in, hidden], -1))
         canonical = x1 + dx_torso
-        return DeformationOutput(canonical, {"lip": a_lip, "eye": a_eye, "torso": a_torso}, canonical - x)
+        return DeformationOutput(canonical, {"lip": a_lip, "eye": a_eye, "torso": a_torso}, canonical - x, dx_face)
 
 
 class GlobalDeformation(nn.Module):

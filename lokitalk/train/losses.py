@@ -53,9 +53,12 @@ DISPLACEMENT_UNIT_M = 0.01  # displacements are penalised in centimetres
 
 
 def displacement_loss(extras: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Mean over rays of the rendered squared displacement, in cm²: what the deformation does
-    should stay local (lips ~1 cm, a blink less); without it some runs moved the face's points
-    by 10-30 cm and scrambled the canonical space (docs/RESULTS.md, "Displacement")."""
+    """Mean over rays of the rendered squared face-stage displacement, in cm²: what the face
+    stage does should stay local (lips ~1 cm, a blink less); without it a default id01 run moved
+    the face's points by a median 9 cm and scrambled the canonical space (docs/RESULTS.md,
+    "Displacement"). 0 for models without a face stage (global deformation)."""
+    if "displacement" not in extras:
+        return torch.zeros(())
     return extras["displacement"].mean() / DISPLACEMENT_UNIT_M**2
 
 
