@@ -62,6 +62,7 @@ HELD_OUT_ALL="id05_a"
 if [[ ${SMOKE:-0} == 1 ]]; then
   PRESET_FULL=tiny; PRESET_FAST=tiny; QUALITY_ARGS="--steps 20"; REGION_ARGS="--steps 20"
   FPS_ARGS="--frames 2 --compile off"; FPS_SIZES="native"; DEVICE=cpu; PRIOR_ARGS="--pretrain-steps 10 --steps 20 --evals 2 --eval-frames 2 --seeds 0"
+  ALL_QUALITY_ARGS=$QUALITY_ARGS; ALL_PRIOR_ARGS=$PRIOR_ARGS
 else
   PRESET_FULL=full; PRESET_FAST=fast; QUALITY_ARGS="--train-seconds 420 --calibration-steps 60"
   REGION_ARGS="--train-seconds 150 --calibration-steps 60"; FPS_ARGS="--frames 20 --compile on"; FPS_SIZES="native 512"
