@@ -201,6 +201,9 @@ def test_training_composites_each_samples_squared_displacement_and_rendering_doe
         [model.deformation.position(x), *_face_inputs(model.deformation, x, lip[:1], eye[:1])], -1))))
     torch.testing.assert_close(extras["displacement"], ((stage1 - x) ** 2).sum(-1))  # stage 1's part only
     assert float(((deformed.canonical - stage1) ** 2).sum(-1).max()) > 0  # the torso stage moved them further
+    free = (1 - deformed.attention["lip"]) * (1 - deformed.attention["eye"])  # away from lips and eyes
+    torch.testing.assert_close(extras["displacement_unattended"], extras["displacement"] * free)
+    assert float(displacement_loss(extras, unattended=True)) < float(displacement_loss(extras))
     assert float(extras["displacement"].max()) > 0
     # in cm²: a ray whose points all moved 1 cm costs 1
     assert abs(float(displacement_loss({"displacement": torch.full((5,), 1e-4)})) - 1.0) < 1e-6

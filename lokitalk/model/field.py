@@ -184,7 +184,9 @@ class TalkingHead(nn.Module):
         # training also composites each sample's squared face-stage displacement (m²), for the
         # loss that keeps the face stage local (train.losses.displacement_loss); the torso stage
         # must move the body by many centimetres when the head turns, and is not penalised
-        return density, rgb, {**deformed.attention, "displacement": (deformed.face_offset.float() ** 2).sum(-1)}
+        squared = (deformed.face_offset.float() ** 2).sum(-1)
+        free = (1 - deformed.attention["lip"].float()) * (1 - deformed.attention["eye"].float())
+        return density, rgb, {**deformed.attention, "displacement": squared, "displacement_unattended": squared * free}
 
     def field_for(self, batch: dict[str, torch.Tensor], directions: torch.Tensor,
                   identity: "ResolvedIdentity | None" = None):

@@ -52,14 +52,17 @@ def attention_loss(attention_maps: dict[str, torch.Tensor], labels: torch.Tensor
 DISPLACEMENT_UNIT_M = 0.01  # displacements are penalised in centimetres
 
 
-def displacement_loss(extras: dict[str, torch.Tensor]) -> torch.Tensor:
+def displacement_loss(extras: dict[str, torch.Tensor], unattended: bool = False) -> torch.Tensor:
     """Mean over rays of the rendered squared face-stage displacement, in cm²: what the face
     stage does should stay local (lips ~1 cm, a blink less); without it a default id01 run moved
     the face's points by a median 9 cm and scrambled the canonical space (docs/RESULTS.md,
-    "Displacement"). 0 for models without a face stage (global deformation)."""
-    if "displacement" not in extras:
+    "Displacement"). 0 for models without a face stage (global deformation). `unattended`: only
+    where neither the lip nor the eye attention is (each point weighted by (1 - a_lip)(1 - a_eye)),
+    so that lips and lids stay free to move."""
+    key = "displacement_unattended" if unattended else "displacement"
+    if key not in extras:
         return torch.zeros(())
-    return extras["displacement"].mean() / DISPLACEMENT_UNIT_M**2
+    return extras[key].mean() / DISPLACEMENT_UNIT_M**2
 
 
 def psnr(mse: torch.Tensor | float) -> float:

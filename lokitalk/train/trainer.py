@@ -249,7 +249,7 @@ def train(avatar_dir: Path, model_dir: Path, config: TrainConfig, device: str = 
             if config.model.deformation.kind == "region" and config.attention_weight > 0:
                 loss = loss + config.attention_weight * attention_loss(out.extras, labels, _speech(batch, dev))
             if config.displacement_weight > 0:
-                loss = loss + config.displacement_weight * displacement_loss(out.extras)
+                loss = loss + config.displacement_weight * displacement_loss(out.extras, config.displacement_unattended)
             if lpips_net is not None and step % config.lpips_every == 0:
                 with accel.autocast(dev):
                     loss = loss + config.lpips_weight * _patch_lpips(model, patch_sampler, lpips_net, grid,
