@@ -86,6 +86,8 @@ quality01() {  # $1: region_vs_global.py's budget arguments, $2: where its files
   for size in $FPS_SIZES; do
     $python benchmarks/render_speed.py "$data/work/id01_a_region" --sizes $size $FPS_ARGS 2>&1 | tee -a "$out/log.txt"
   done
+  # did the face stage stay local (a short budget is where a scrambled face stage was seen)?
+  $python benchmarks/displacement_probe.py "$data/work/id01_a_region" 2>&1 | tee -a "$out/log.txt"
 }
 
 prior() {  # $1: the held-out clips, $2: prior_experiment.py's budget arguments, $3: where its files go
