@@ -186,7 +186,7 @@ def test_the_model_renders_density_only_inside_its_box():
     assert torch.all(model.canonical.density(outside) == 0)
 
 
-def test_training_composites_each_samples_squared_displacement_and_rendering_does_not():
+def test_training_with_the_displacement_loss_composites_each_samples_squared_displacement():
     from lokitalk.train.losses import displacement_loss
 
     torch.manual_seed(0)
@@ -194,6 +194,9 @@ def test_training_composites_each_samples_squared_displacement_and_rendering_doe
     torch.nn.init.normal_(model.deformation.face_out.weight, std=0.05)  # a deformation that moves points
     x, lip, eye, pose = inputs(32)
     directions = torch.nn.functional.normalize(torch.randn(32, 3), dim=-1)
+    _, _, extras = model.evaluate_points(x, directions, lip[:1], eye[:1], pose[:1])
+    assert set(extras) == {"lip", "eye", "torso"}  # not asked for: training without the loss does no extra work
+    model.track_displacement = True
     _, _, extras = model.evaluate_points(x, directions, lip[:1], eye[:1], pose[:1])
     torch.nn.init.normal_(model.deformation.torso_net[-1].weight, std=0.05)  # and a torso stage that does too
     deformed = model.deformation(x, lip[:1], eye[:1], pose[:1])

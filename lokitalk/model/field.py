@@ -133,6 +133,9 @@ class TalkingHead(nn.Module):
         # or a compiled wrapper of it (lokitalk.train.accelerate); a plain attribute, so it adds
         # nothing to the state dict
         self.point_runner = None
+        # training with a displacement loss sets this once (train.trainer): `evaluate_points` then
+        # also returns each sample's squared face-stage displacement; a plain attribute as well
+        self.track_displacement = False
         if config.identity is not None:
             from .identity import Hypernetwork, IdentityParts
 
@@ -179,7 +182,7 @@ class TalkingHead(nn.Module):
                                      self.canonical.encoding.config)
             density, rgb = self.canonical(deformed.canonical, directions, offset, identity.geometry,
                                           identity.appearance)
-        if not self.training or deformed.face_offset is None:
+        if not (self.training and self.track_displacement) or deformed.face_offset is None:
             return density, rgb, deformed.attention
         # training also composites each sample's squared face-stage displacement (m²), for the
         # loss that keeps the face stage local (train.losses.displacement_loss); the torso stage

@@ -156,6 +156,7 @@ def train(avatar_dir: Path, model_dir: Path, config: TrainConfig, device: str = 
 
         model = finetune_model(load_prior(prior), avatar, frames, dev)
         schedule = finetune_schedule(len(frames) / avatar.fps, config.steps, config.finetune_schedule)
+    model.track_displacement = config.displacement_weight > 0  # before compiling: the compiled path reads it
     field_cfg = model.config.field
     accel = resolve(dev, config.amp, config.compile)
     accelerate_model(model, accel)
