@@ -22,6 +22,7 @@ from ..prepare.masks import Region
 from ..render.frames import frame_conditioning, render_frame
 from ..render.loading import TrainedModel, load_trained
 from . import metrics
+from .deformation import stage_displacements
 from .novelty import NOVEL_VIEW_DEG, novel_view_mask, split_summary
 
 
@@ -104,6 +105,8 @@ def evaluate(model_dir: Path, max_frames: int | None = None, device: str = "cpu"
     result.update(landmarks)
     result["image_scale"] = trained.image_scale
     result["error_budget"] = _error_budget(rendered, real, labels, resize_image(avatar.background(), camera))
+    probe_frames = frames[np.linspace(0, len(frames) - 1, min(5, len(frames))).round().astype(int)]
+    result["deformation"] = stage_displacements(trained.model, [frame_conditioning(avatar, int(i)) for i in probe_frames])
     trained_on = training_frames(avatar, trained.meta.get("train", {}).get("train_seconds"))
     novel, distance = novel_view_mask(avatar.rotation, frames, trained_on)
     result["views"] = {"novel_view_deg": NOVEL_VIEW_DEG,

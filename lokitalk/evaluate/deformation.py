@@ -1,0 +1,60 @@
+"""How far a region model's two deformation stages move the points of the head and the body.
+
+The face stage is meant for lips and lids (about a centimetre); the torso stage moves the body
+by centimetres when the head turns. A face stage that moves the head's points by many
+centimetres has scrambled the canonical space: one id01 run that did rendered a smeared,
+doubled face 3 dB below its siblings (docs/RESULTS.md, "A failed run"). `evaluate` reports
+these figures so that such a run is recognised, not just scored low.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..model.field import TalkingHead, pose_vector
+
+HEAD_MAX_Y = 0.08  # metres, head frame (y down): the chin is at about +9 cm
+OCCUPIED_DENSITY = 4.0  # canonical density above which a point counts as part of the person
+
+
+@torch.no_grad()
+def stage_displacements(model: TalkingHead, conditionings: list[dict[str, torch.Tensor]], points: int = 20000,
+                        seed: int = 0, min_density: float = OCCUPIED_DENSITY) -> dict | None:
+    """Median displacement (cm) of occupied canonical-space points by each stage, head and
+    body apart, averaged over the frames whose `conditionings` (render.frames.frame_conditioning)
+    are given. None for a model without stages (global deformation)."""
+    deform = model.deformation
+    if not hasattr(deform, "torso_net"):
+        return None
+    device = next(model.parameters()).device
+    gen = torch.Generator().manual_seed(seed)
+    low, high = torch.tensor(model.config.field.box_min), torch.tensor(model.config.field.box_max)
+    candidates = (low + (high - low) * torch.rand(points * 15, 3, generator=gen)).to(device)
+    x = candidates[model.canonical_density(candidates) > min_density][:points]
+    if len(x) == 0:
+        return None
+    head = x[:, 1] < HEAD_MAX_Y
+    config = model.config.deformation
+    identity = model._identity(None)
+    rows = []
+    for c in conditionings:
+        c = {k: v.to(device) for k, v in c.items()}
+        lip = (c["lip_feature"][None] * config.lip_scale).float()
+        if identity is not None:
+            lip = identity.map_lip(lip)
+        eye = ((c["eye_ratio"][None] - config.eye_mean) * config.eye_scale).float().reshape(1, -1)
+        pose = pose_vector(c["rotation"], c["translation"]).reshape(1, -1).float()
+        extra = () if identity is None else (model.hyper.layer(identity.dynamic),)
+        out = deform(x, lip, eye, pose, *extra)
+        stage1 = x + out.face_offset
+        face, torso = (stage1 - x).norm(dim=-1), (out.canonical - stage1).norm(dim=-1)
+        rows.append([_median(v) for v in (face[head], torso[head], face[~head], torso[~head])])
+    cm = np.nanmean(np.array(rows, float), 0) * 100
+    return {"face_stage_head_cm": round(float(cm[0]), 2), "torso_stage_head_cm": round(float(cm[1]), 2),
+            "face_stage_body_cm": round(float(cm[2]), 2), "torso_stage_body_cm": round(float(cm[3]), 2),
+            "head_points": int(head.sum()), "body_points": int((~head).sum()), "frames": len(conditionings)}
+
+
+def _median(values: torch.Tensor) -> float:
+    return float(values.median()) if len(values) else float("nan")
