@@ -182,7 +182,7 @@ class TalkingHead(nn.Module):
                                      self.canonical.encoding.config)
             density, rgb = self.canonical(deformed.canonical, directions, offset, identity.geometry,
                                           identity.appearance)
-        if not (self.training and self.track_displacement) or deformed.face_offset is None:
+        if not (self.track_displacement and self.training) or deformed.face_offset is None:
             return density, rgb, deformed.attention
         # training also composites each sample's squared face-stage displacement (m²), for the
         # loss that keeps the face stage local (train.losses.displacement_loss); the torso stage
