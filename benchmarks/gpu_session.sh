@@ -6,7 +6,7 @@
 # compressed file in the ignored .gpu/ folder (the tool carries at most 64 MiB, repo included),
 # and what comes back fits the tool's file limits (8 files, 16 MB each).
 #
-# Here, once (CPU; needs the prepared avatars of runs/prepare_all, see below; ~3 min):
+# Here, once (CPU; needs the prepared avatars of runs/prepare_all, see below; ~5 min):
 #   bash benchmarks/gpu_session.sh bundle
 # Then, with 15 minutes of device time, one call (the stage plans ~8 min of the 10 a call may run):
 #   run(command="bash benchmarks/gpu_session.sh all", timeout_s=600,
