@@ -64,3 +64,20 @@ def test_a_global_deformation_has_no_stages_to_probe():
 
     model = TalkingHead(ModelConfig(deformation=DeformationConfig(kind="global")))
     assert stage_displacements(model, [conditioning(0)], points=50, min_density=-1.0) is None
+
+
+def test_a_fine_tuned_prior_model_is_probed_with_its_own_identity():
+    from test_identity import micro_prior_config
+
+    torch.manual_seed(0)
+    model = TalkingHead(micro_prior_config())
+    model.identity.set_lip_map(np.random.default_rng(0).normal(size=(16, 6)), np.zeros(6))
+    with torch.no_grad():
+        fresh = stage_displacements(model, [conditioning(0)], points=100, min_density=-1.0)
+        assert fresh["face_stage_head_cm"] == fresh["face_stage_body_cm"] == 0.0
+        torch.nn.init.normal_(model.deformation.face_out.weight, std=0.02)
+        moved = stage_displacements(model, [conditioning(0)], points=100, min_density=-1.0)
+        # the identity's generated layer changes what the face stage does: a different identity code, other figures
+        model.identity.dynamic.add_(1.0)
+        other = stage_displacements(model, [conditioning(0)], points=100, min_density=-1.0)
+    assert moved["face_stage_head_cm"] > 0 and other["face_stage_head_cm"] != moved["face_stage_head_cm"]

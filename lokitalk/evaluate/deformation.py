@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..model.field import TalkingHead, pose_vector
+from ..model.field import TalkingHead
 
 HEAD_MAX_Y = 0.08  # metres, head frame (y down): the chin is at about +9 cm
 OCCUPIED_DENSITY = 4.0  # canonical density above which a point counts as part of the person
@@ -36,18 +36,11 @@ def stage_displacements(model: TalkingHead, conditionings: list[dict[str, torch.
     if len(x) == 0:
         return None
     head = x[:, 1] < HEAD_MAX_Y
-    config = model.config.deformation
-    identity = model._identity(None)
     rows = []
     for c in conditionings:
-        c = {k: v.to(device) for k, v in c.items()}
-        lip = (c["lip_feature"][None] * config.lip_scale).float()
-        if identity is not None:
-            lip = identity.map_lip(lip)
-        eye = ((c["eye_ratio"][None] - config.eye_mean) * config.eye_scale).float().reshape(1, -1)
-        pose = pose_vector(c["rotation"], c["translation"]).reshape(1, -1).float()
-        extra = () if identity is None else (model.hyper.layer(identity.dynamic),)
-        out = deform(x, lip, eye, pose, *extra)
+        lip, eye, pose, identity = model.frame_signals(c, device)  # as rendering reads them
+        extra = () if identity is None else (identity.deformation,)
+        out = deform(x, lip[None].float(), eye[None].float(), pose[None].float(), *extra)
         stage1 = x + out.face_offset
         face, torso = (stage1 - x).norm(dim=-1), (out.canonical - stage1).norm(dim=-1)
         rows.append([_median(v) for v in (face[head], torso[head], face[~head], torso[~head])])

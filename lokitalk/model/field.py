@@ -191,19 +191,27 @@ class TalkingHead(nn.Module):
         free = (1 - deformed.attention["lip"].float()) * (1 - deformed.attention["eye"].float())
         return density, rgb, {**deformed.attention, "displacement": squared, "displacement_unattended": squared * free}
 
-    def field_for(self, batch: dict[str, torch.Tensor], directions: torch.Tensor,
-                  identity: "ResolvedIdentity | None" = None):
-        """`identity` (multi-identity models): whose parts to use; default the model's own."""
-        deform = self.config.deformation  # input scales fixed at training (lokitalk.train.trainer.build_model)
-        lip = batch["lip_feature"].to(directions.device) * deform.lip_scale
-        eye = (batch["eye_ratio"].to(directions.device) - deform.eye_mean) * deform.eye_scale
-        pose = pose_vector(batch["rotation"].to(directions.device), batch["translation"].to(directions.device))
+    def frame_signals(self, batch: dict[str, torch.Tensor], device: torch.device,
+                      identity: "ResolvedIdentity | None" = None):
+        """One frame's signals as the nets read them -> (lip [L], eye [E], pose [6], PointIdentity
+        or None): input scales fixed at training (lokitalk.train.trainer.build_model), the lip
+        feature mapped into a prior's shared lip space for multi-identity models."""
+        deform = self.config.deformation
+        lip = batch["lip_feature"].to(device) * deform.lip_scale
+        eye = (batch["eye_ratio"].to(device) - deform.eye_mean) * deform.eye_scale
+        pose = pose_vector(batch["rotation"].to(device), batch["translation"].to(device))
         ident = self._identity(identity)
         point_identity = None
         if ident is not None:
             lip = ident.map_lip(lip)  # the avatar's own lip basis -> the prior's shared lip space
             point_identity = PointIdentity(self.hyper.layer(ident.dynamic), list(ident.offset), ident.geometry[None],
                                            ident.appearance[None])
+        return lip, eye, pose, point_identity
+
+    def field_for(self, batch: dict[str, torch.Tensor], directions: torch.Tensor,
+                  identity: "ResolvedIdentity | None" = None):
+        """`identity` (multi-identity models): whose parts to use; default the model's own."""
+        lip, eye, pose, point_identity = self.frame_signals(batch, directions.device, identity)
         runner = self.point_runner or self.evaluate_points
 
         def field_fn(points: torch.Tensor, ray_index: torch.Tensor):
