@@ -49,6 +49,12 @@ def attention_loss(attention_maps: dict[str, torch.Tensor], labels: torch.Tensor
     return total
 
 
+def batch_speech(batch: dict, device) -> torch.Tensor | None:
+    """The batch's lower-face region, for `attention_loss`, where the sampler drew it
+    (TrainConfig.lip_region "lower_face"); else None."""
+    return batch["speech"].to(device) if "speech" in batch else None
+
+
 DISPLACEMENT_UNIT_M = 0.01  # displacements are penalised in centimetres
 
 

@@ -50,7 +50,7 @@ from .accelerate import accelerate_model, resolve
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig, training_rays
 from .distributed import DistInfo, barrier, gather_to_main, init_distributed, mean_over_ranks, shutdown, wrap
-from .losses import attention_loss, opacity_loss, photometric_loss, psnr
+from .losses import attention_loss, batch_speech, opacity_loss, photometric_loss, psnr
 from .progress import progress_bar
 from .prior import Prior, fit_lip_space, lip_map, prior_model_config, save_prior
 
@@ -106,7 +106,7 @@ class PriorNet(nn.Module):
             loss = photometric_loss(out.rgb, target, labels, train.mouth_weight, train.eye_weight)
             loss = loss + train.alpha_weight * opacity_loss(out.opacity, batch["alpha"].to(device))
             if self.head.config.deformation.kind == "region" and train.attention_weight > 0:
-                loss = loss + train.attention_weight * attention_loss(out.extras, labels, _speech(batch, device))
+                loss = loss + train.attention_weight * attention_loss(out.extras, labels, batch_speech(batch, device))
             residual = sum((p.float() ** 2).sum() for p in item.parts.parameters())
             size = sum((v.float() ** 2).sum() for v in (ident.dynamic, ident.appearance, ident.geometry, *ident.offset))
             losses.append(loss + residual_weight * residual + code_weight * size)
@@ -379,8 +379,3 @@ def _load_identity(ckpt_dir: Path, ident: _Identity, step: int, dev: torch.devic
     ident.optimizer.load_state_dict(state["optimizer"])
     ident.sampler.rng.bit_generator.state = state["sampler_rng"]
     ident.generator.set_state(state["generator"])
-
-
-def _speech(batch: dict, device) -> torch.Tensor | None:
-    """The batch's lower-face region where the lip attention is tied to it (TrainConfig.lip_region)."""
-    return batch["speech"].to(device) if "speech" in batch else None

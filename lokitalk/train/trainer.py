@@ -34,7 +34,7 @@ from ..render.frames import render_batch
 from .accelerate import accelerate_model, resolve
 from .checkpoint import load_checkpoint, model_config_to_dict, save_checkpoint
 from .config import TrainConfig, training_rays
-from .losses import attention_loss, displacement_loss, opacity_loss, photometric_loss, psnr
+from .losses import attention_loss, batch_speech, displacement_loss, opacity_loss, photometric_loss, psnr
 from .progress import progress_bar
 
 MODEL_FORMAT = "lokitalk-model/1"
@@ -248,7 +248,7 @@ def train(avatar_dir: Path, model_dir: Path, config: TrainConfig, device: str = 
             photo = photometric_loss(out.rgb, target, labels, config.mouth_weight, config.eye_weight)
             loss = photo + config.alpha_weight * opacity_loss(out.opacity, batch["alpha"].to(dev))
             if config.model.deformation.kind == "region" and config.attention_weight > 0:
-                loss = loss + config.attention_weight * attention_loss(out.extras, labels, _speech(batch, dev))
+                loss = loss + config.attention_weight * attention_loss(out.extras, labels, batch_speech(batch, dev))
             if config.displacement_weight > 0 and (config.displacement_steps is None or step < config.displacement_steps):
                 loss = loss + config.displacement_weight * displacement_loss(out.extras, config.displacement_unattended)
             if lpips_net is not None and step % config.lpips_every == 0:
@@ -305,8 +305,3 @@ def _export_final(model_dir: Path) -> None:
     tmp = model_dir / "model.safetensors.tmp"
     shutil.copyfile(model_dir / "checkpoint.safetensors", tmp)
     tmp.replace(model_dir / "model.safetensors")
-
-
-def _speech(batch: dict, device) -> torch.Tensor | None:
-    """The batch's lower-face region where the lip attention is tied to it (TrainConfig.lip_region)."""
-    return batch["speech"].to(device) if "speech" in batch else None
