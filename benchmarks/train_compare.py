@@ -1,7 +1,7 @@
 """Region-specific vs global deformation on the same avatars, preset and step budget.
 
     python benchmarks/train_compare.py --clips id01_a,id07_a --preset tiny [--steps N] [--device auto]
-        [--eval-frames 30] [--out runs/train_compare]
+        [--kinds region,global] [--eval-frames 30] [--out runs/train_compare]
 
 For each clip: prepare it (cached), train one model per deformation kind from the same seed,
 evaluate both on the same held-out test frames (the last 10 % of the clip), and print one table
@@ -44,6 +44,7 @@ def main() -> None:
     parser.add_argument("--preset", default="tiny")
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--kinds", default="region,global", help="deformation kinds to train, in this order")
     parser.add_argument("--eval-frames", type=int, default=None)
     parser.add_argument("--avatars", type=Path, default=None, help="folder of prepared avatars (default OUT/avatars)")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "train_compare")
@@ -69,7 +70,7 @@ def main() -> None:
                                    avatars / f"{clip}.consent.json")
             prepare(video, avatar, audio=wav if wav.exists() else None, reporter=Reporter(quiet=True),
                     consent=consent)
-        for kind in ("region", "global"):
+        for kind in args.kinds.split(","):
             model_dir = args.out / f"{clip}_{kind}"
             shutil.rmtree(model_dir, ignore_errors=True)
             config = with_steps(preset(args.preset, kind), args.steps)

