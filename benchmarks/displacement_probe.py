@@ -8,7 +8,8 @@ writes into metrics.json as "deformation"). Points are drawn uniformly in the fi
 (the chin is at about +9 cm), the rest as body. For a few evenly spaced test frames, each point
 goes through the deformation with that frame's lip feature, eye ratio and pose; the face stage's
 displacement is x1 - x, the torso stage's the rest. Printed: the medians over points, averaged
-over the frames, in cm. Good id01 runs: face stage 1.5-4.9 cm on the head; the run that
+over the frames, in cm. Good id01 runs: face stage 1.5-4.9 cm on the head (`tiny`; `fast`,
+whose nets output tenths of a metre: 0.6-1 cm); `fast` runs that blew up: 150-220 cm; the run that
 scrambled its canonical space: 9.2 cm (docs/RESULTS.md, "A failed run").
 """
 

@@ -229,3 +229,26 @@ def _face_inputs(deform, x, lip, eye):
     """The face trunk's signal inputs, written out (the reference for stage 1's displacement)."""
     att = torch.sigmoid(deform.face_attention(deform.position(x)))
     return [att[:, :1] * deform.lip_proj(lip), att[:, 1:] * deform.eye_proj(eye)]
+
+
+def test_offset_scale_scales_every_displacement_and_adams_first_step_with_it():
+    """Adam moves each weight by ~lr whatever the gradient's size, so how far one step can move
+    the points is set by the output's units: at offset_scale s, exactly s times as far."""
+    x, lip, eye, pose = inputs()
+    for kind in ("region", "global"):
+        moved = {}
+        for scale in (1.0, 0.1):
+            torch.manual_seed(5)
+            deform = build_deformation(DeformationConfig(kind=kind, offset_scale=scale))
+            torch.testing.assert_close(deform(x, lip, eye, pose).canonical, x)  # still starts as the identity
+            if kind == "region":  # the torso stage reads the face stage's output: compare the face stage alone
+                with torch.no_grad():
+                    deform.torso_attention[-1].bias.fill_(-1e4)
+            optimizer = torch.optim.Adam(deform.parameters(), lr=5e-3, eps=1e-15)
+            target = x + torch.tensor([0.3, -0.2, 0.1])  # far away: a pull that Adam normalises
+            ((deform(x, lip, eye, pose).canonical - target) ** 2).sum().backward()
+            optimizer.step()
+            with torch.no_grad():
+                moved[scale] = deform(x, lip, eye, pose).canonical - x
+        assert moved[1.0].abs().max() > 1e-3
+        torch.testing.assert_close(moved[0.1], 0.1 * moved[1.0], rtol=1e-4, atol=1e-7)

@@ -1,10 +1,11 @@
 """How far a region model's two deformation stages move the points of the head and the body.
 
 The face stage is meant for lips and lids; the torso stage moves the body by centimetres when
-the head turns. In good id01 runs the face stage moved the head's points by a median 1.5-4.9 cm
-(a free remapping of the canonical space, same in every frame, costs nothing); in the one run
-that rendered a smeared, doubled face 3 dB below its siblings, by 9.2 cm, and the body's by 24 cm
-(docs/RESULTS.md, "A failed run"). `evaluate` reports
+the head turns. In good id01 `tiny` runs the face stage moved the head's points by a median
+1.5-4.9 cm (a free remapping of the canonical space, same in every frame, costs nothing; `fast`
+runs at offset_scale 0.1: 0.6-1 cm); in the one run that rendered a smeared, doubled face 3 dB
+below its siblings, by 9.2 cm, and the body's by 24 cm (docs/RESULTS.md, "A failed run"); in
+`fast` runs that blew up at offset_scale 1.0, by 1.5-2 m ("The deformation nets blew up"). `evaluate` reports
 these figures so that such a run is recognised, not just scored low.
 """
 

@@ -74,6 +74,12 @@ class DeformationConfig:
     # the eye ratio enters as (eye - eye_mean) * eye_scale (TrainConfig.eye_input)
     eye_mean: float = 0.0
     eye_scale: float = 1.0
+    # every displacement the nets output is multiplied by this (metres per unit of net output).
+    # Adam moves each weight by about the learning rate a step, so at 1.0 a 64-wide output layer
+    # can shift points by decimetres in one step: in `fast` runs the face stage then threw every
+    # sample out of the field's box within 50-80 steps, where density and gradient are zero, and
+    # the run never recovered (docs/RESULTS.md, "Deformation blow-up"). 1.0: models before it
+    offset_scale: float = 1.0
     grid_levels: int = 4  # "grid": tri-plane levels, from grid_base_resolution to grid_max_resolution
     grid_base_resolution: int = 16
     grid_max_resolution: int = 64
@@ -229,11 +235,12 @@ class RegionDeformation(nn.Module):
         dx_face = self.face_out(self.act(hidden))
         if self.config.separate_eyes:
             dx_face = dx_face + a_eye[:, None] * self.eye_net(torch.cat([enc, eye_in], -1))
+        dx_face = dx_face * self.config.offset_scale
         x1 = x + dx_face
         enc1 = self.position(x1)
         a_torso = torch.sigmoid(self.torso_attention(enc1))[:, 0]
         pose_in = self.pose_proj(pose).expand(x.shape[0], -1)
-        dx_torso = a_torso[:, None] * self.torso_net(torch.cat([enc1, pose_in, hidden], -1))
+        dx_torso = a_torso[:, None] * self.torso_net(torch.cat([enc1, pose_in, hidden], -1)) * self.config.offset_scale
         canonical = x1 + dx_torso
         return DeformationOutput(canonical, {"lip": a_lip, "eye": a_eye, "torso": a_torso}, canonical - x, dx_face)
 
@@ -259,6 +266,7 @@ class GlobalDeformation(nn.Module):
             dx = self.net(torch.cat([enc, signals], -1))
         else:  # the generated layer after the first hidden layer
             dx = self.net[2:](_identity_layer(self.net[:2](torch.cat([enc, signals], -1)), identity, self.act))
+        dx = dx * self.config.offset_scale
         return DeformationOutput(x + dx, {}, dx)
 
 
