@@ -78,7 +78,7 @@ class DeformationConfig:
     # Adam moves each weight by about the learning rate a step, so at 1.0 a 64-wide output layer
     # can shift points by decimetres in one step: in `fast` runs the face stage then threw every
     # sample out of the field's box within 50-80 steps, where density and gradient are zero, and
-    # the run never recovered (docs/RESULTS.md, "Deformation blow-up"). 1.0: models before it
+    # the run never recovered (docs/RESULTS.md, "The deformation nets blew up"). 1.0: models before it
     offset_scale: float = 1.0
     grid_levels: int = 4  # "grid": tri-plane levels, from grid_base_resolution to grid_max_resolution
     grid_base_resolution: int = 16

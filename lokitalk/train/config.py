@@ -89,9 +89,11 @@ DEFORMATION_ACTIVATION = "silu"
 
 
 # the 64-wide deformation nets of `fast` and `full` output displacements in tenths of a metre
-# (DeformationConfig.offset_scale): at 1.0, 4 of 6 `fast` runs on id01 and id07 blew up in their
-# first 50-200 steps (every sample thrown out of the field's box); at 0.1 the run that blew up
-# first trained normally. `tiny` (32 wide, its results measured at 1.0) keeps 1.0
+# (DeformationConfig.offset_scale): at 1.0, 2 of 4 id01 `fast` seeds threw every sample out of the
+# field's box within 250 steps and never recovered; at 0.1 none of 4 did, and all learned faster
+# (benchmarks/deformation_stability.py). `tiny` (32 wide, every result in docs/RESULTS.md measured
+# at 1.0) keeps 1.0: 0.1 was better on id01 (2 seeds) but on id05 (16 s) no better and one seed
+# lost its blinks
 WIDE_OFFSET_SCALE = 0.1
 
 
