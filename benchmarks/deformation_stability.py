@@ -19,9 +19,9 @@ import argparse
 import csv
 import json
 import shutil
-from dataclasses import replace
 from pathlib import Path
 
+from ablation import configured
 from displacement_probe import probe
 
 from lokitalk.train.config import preset
@@ -52,8 +52,7 @@ def main() -> None:
         raise SystemExit(f"--stop-after must be a multiple of the preset's checkpoint interval ({base.checkpoint_every})")
     for scale in (float(s) for s in args.offset_scales.split(",")):
         for seed in (int(s) for s in args.seeds.split(",")):
-            config = replace(base, steps=args.schedule_steps, seed=seed,
-                             model=replace(base.model, deformation=replace(base.model.deformation, offset_scale=scale)))
+            config = configured(base, args.schedule_steps, {"seed": seed, "deformation.offset_scale": scale})
             model_dir = args.out / f"{args.avatar.name}_{args.deformation}_scale{scale:g}_seed{seed}"
             shutil.rmtree(model_dir, ignore_errors=True)
             train(args.avatar, model_dir, config, device="cpu", show_progress=False, stop_after=args.stop_after)
