@@ -6,13 +6,14 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 
 from lokitalk.errors import InputError
 from lokitalk.model.deformation import DeformationConfig
 from lokitalk.model.encoding import TriPlaneConfig
 from lokitalk.model.field import FieldConfig, ModelConfig
 from lokitalk.train.config import TrainConfig
-from lokitalk.train.trainer import train
+from lokitalk.train.trainer import learning_rate_factors, train
 
 pytest.importorskip("mediapipe")
 
@@ -247,3 +248,40 @@ def test_eye_input_unit_centres_and_scales_the_eye_ratio_inside_the_model(avatar
     by_hand = render_frame(trained.model, prepared, dict(cond, eye_ratio=(cond["eye_ratio"] - mean) * scale), None,
                            trained.render_config, background)
     np.testing.assert_array_equal(inside, by_hand)
+
+
+def test_deformation_warmup_shrinks_only_the_deformation_nets_first_steps(avatar, tmp_path):
+    """Adam's first step moves each weight by its learning rate whatever the gradient's size, so a
+    warm-up of W steps must move the deformation nets exactly 1/W as far at step 1, and nothing else
+    differently. Three runs (no warm-up, 2, 4) give that without knowing the initial weights:
+    p0 - p2 = d/2 and p2 - p4 = d/4."""
+    from safetensors.torch import load_file
+
+    weights = {}
+    for warmup in (0, 2, 4):
+        config = replace(micro_config(8), checkpoint_every=1, deformation_warmup=warmup)
+        train(avatar, tmp_path / f"w{warmup}", config, device="cpu", show_progress=False, stop_after=1)
+        weights[warmup] = load_file(str(tmp_path / f"w{warmup}" / "checkpoint.safetensors"))
+    deforming = [k for k in weights[0] if k.startswith("model.deformation.")]
+    assert deforming and len(deforming) < len([k for k in weights[0] if k.startswith("model.")])
+    moved = 0
+    for key in weights[0]:
+        first, second = weights[0][key] - weights[2][key], weights[2][key] - weights[4][key]
+        if key in deforming:
+            torch.testing.assert_close(first, 2 * second, rtol=1e-4, atol=1e-7)
+            moved += int((first.abs() > 1e-4).sum())
+        else:
+            torch.testing.assert_close(weights[0][key], weights[4][key], rtol=0, atol=0)
+    assert moved > 0  # the deformation nets did learn on the first step, just less
+
+
+def test_deformation_warmup_ramps_linearly_then_follows_the_decay():
+    config = replace(micro_config(100), deformation_warmup=10, lr_final_fraction=0.5)
+    shared, nets, deformation = learning_rate_factors(config, 3)
+    decay = 0.5 ** (1 / 100)
+    for step in (0, 4, 9, 10, 50, 99):
+        assert shared(step) == nets(step) == pytest.approx(decay**step)
+        assert deformation(step) == pytest.approx(decay**step * min(1.0, (step + 1) / 10))
+    assert len(learning_rate_factors(replace(config, deformation_warmup=0), 2)) == 2
+    with pytest.raises(InputError, match="deformation_warmup"):
+        learning_rate_factors(replace(config, deformation_warmup=-1), 3)

@@ -26,6 +26,11 @@ class TrainConfig:
     lr_grid: float = 3e-2
     lr_network: float = 5e-3
     lr_final_fraction: float = 0.1  # exponential decay to this fraction of the start
+    # the deformation nets' learning rate ramps up linearly over this many steps (0: none). Adam
+    # moves every weight by ~lr from the first step, which is when deformation nets have thrown
+    # samples out of the field's box (docs/RESULTS.md, "The deformation nets blew up"). Runs
+    # fine-tuned from a prior skip it: their deformation nets start trained
+    deformation_warmup: int = 0
     mouth_fraction: float = 0.25  # share of rays drawn in the mouth region
     mouth_weight: float = 2.0  # extra photometric weight on mouth rays
     # eye rays: without them blinks were invisible (docs/RESULTS.md, "Eye rays"): rendered eyes

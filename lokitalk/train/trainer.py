@@ -62,19 +62,42 @@ def choose_device(requested: str) -> torch.device:
 
 
 def _parameter_groups(model: TalkingHead, config: TrainConfig) -> list[dict]:
-    """[shared grid, shared nets] and, for a model with an identity, [its offset grid, its codes]."""
+    """[shared grid, shared nets] and, for a model with an identity, [its offset grid, its codes];
+    a from-scratch run with a deformation warm-up has the deformation nets as a third group."""
     grid_params = model.grid_parameters()
     identity = getattr(model, "identity", None)
     own = [] if identity is None else list(identity.parameters())
     own_grid = [] if identity is None else list(identity.offset.parameters())
     taken = {id(p) for p in grid_params + own}
     rest = [p for p in model.parameters() if id(p) not in taken]
+    if identity is None and config.deformation_warmup > 0:
+        deforming = {id(p) for p in model.deformation.parameters()}
+        return [{"params": grid_params, "lr": config.lr_grid},
+                {"params": [p for p in rest if id(p) not in deforming], "lr": config.lr_network},
+                {"params": [p for p in rest if id(p) in deforming], "lr": config.lr_network}]
     groups = [{"params": grid_params, "lr": config.lr_grid}, {"params": rest, "lr": config.lr_network}]
     if identity is not None:
         grid_ids = {id(p) for p in own_grid}
         groups += [{"params": own_grid, "lr": config.lr_grid},
                    {"params": [p for p in own if id(p) not in grid_ids], "lr": config.lr_network}]
     return groups
+
+
+def learning_rate_factors(config: TrainConfig, groups: int, schedule=None) -> list:
+    """One factor of the starting learning rate per parameter group (`_parameter_groups`' order) and
+    step: exponential decay to `lr_final_fraction`; a prior's fine-tuning schedule on the shared
+    groups; the deformation warm-up's linear ramp on its own group."""
+    if config.deformation_warmup < 0:
+        raise InputError(f"deformation_warmup is a step count, 0 or more, not {config.deformation_warmup}")
+    decay = config.lr_final_fraction ** (1.0 / max(config.steps, 1))
+    if schedule is not None:  # shared grid, shared nets, own grid, own codes
+        return [lambda s: decay**s * schedule.shared_factor(s, True),
+                lambda s: decay**s * schedule.shared_factor(s, False), lambda s: decay**s, lambda s: decay**s]
+    factors = [lambda s: decay**s] * 2
+    if groups == 3:
+        warmup = config.deformation_warmup
+        factors.append(lambda s: decay**s * min(1.0, (s + 1) / warmup))
+    return factors
 
 
 def lip_input_scale(lip_features, mode: str) -> float:
@@ -162,13 +185,8 @@ def train(avatar_dir: Path, model_dir: Path, config: TrainConfig, device: str = 
     accelerate_model(model, accel)
     grid = OccupancyGrid(field_cfg.box_min, field_cfg.box_max, config.occupancy_resolution).to(dev)
     optimizer = torch.optim.Adam(_parameter_groups(model, config), betas=(0.9, 0.99), eps=1e-15)
-    decay = config.lr_final_fraction ** (1.0 / max(config.steps, 1))
-    if schedule is None:
-        lambdas = lambda s: decay**s  # noqa: E731
-    else:  # shared grid, shared nets, own grid, own codes
-        lambdas = [lambda s: decay**s * schedule.shared_factor(s, True),
-                   lambda s: decay**s * schedule.shared_factor(s, False), lambda s: decay**s, lambda s: decay**s]
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, learning_rate_factors(config, len(optimizer.param_groups), schedule))
     sampler = RaySampler(avatar, training_rays(config), frames=frames, seed=config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     render_cfg = RenderConfig(samples_per_ray=config.samples_per_ray, stratified=True,
