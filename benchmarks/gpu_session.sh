@@ -87,7 +87,8 @@ quality01() {  # $1: region_vs_global.py's budget arguments, $2: where its files
     $python benchmarks/render_speed.py "$data/work/id01_a_region" --sizes $size $FPS_ARGS 2>&1 | tee -a "$out/log.txt"
   done
   # did the face stage stay local (a short budget is where a scrambled face stage was seen)?
-  $python benchmarks/displacement_probe.py "$data/work/id01_a_region" 2>&1 | tee -a "$out/log.txt"
+  $python benchmarks/displacement_probe.py "$data/work/id01_a_region" 2>&1 | tee -a "$out/log.txt" \
+    || echo "displacement probe failed (exit $?)" | tee -a "$out/log.txt"
 }
 
 prior() {  # $1: the held-out clips, $2: prior_experiment.py's budget arguments, $3: where its files go
@@ -110,7 +111,8 @@ prior() {  # $1: the held-out clips, $2: prior_experiment.py's budget arguments,
 case $stage in
   all)
     unpack quality01 lpips prior_all
-    quality01 "$ALL_QUALITY_ARGS" "$out/quality01"
+    # a failure in the first stage must not cost the second its turn on the device
+    quality01 "$ALL_QUALITY_ARGS" "$out/quality01" || echo "quality01 failed (exit $?)" | tee -a "$out/log.txt"
     # at most 8 files come back: the prior's files travel as one tar (`collect` opens it)
     PRETRAIN=$PRETRAIN_ALL prior "$HELD_OUT_ALL" "$ALL_PRIOR_ARGS" "$data/prior_out"
     tar -C "$data/prior_out" -cf "$out/prior.tar" .

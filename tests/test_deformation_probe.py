@@ -66,6 +66,14 @@ def test_a_global_deformation_has_no_stages_to_probe():
     assert stage_displacements(model, [conditioning(0)], points=50, min_density=-1.0) is None
 
 
+def test_a_region_model_with_nothing_occupied_is_measured_as_empty_not_as_global():
+    # a model of a few steps: no canonical density above the threshold anywhere
+    model = TalkingHead(ModelConfig())
+    figures = stage_displacements(model, [conditioning(0)], points=50, min_density=1e9)
+    assert figures is not None and figures["head_points"] == figures["body_points"] == 0
+    assert figures["face_stage_head_cm"] is None and figures["torso_stage_body_cm"] is None
+
+
 def test_a_fine_tuned_prior_model_is_probed_with_its_own_identity():
     from test_identity import micro_prior_config
 

@@ -25,7 +25,8 @@ def stage_displacements(model: TalkingHead, conditionings: list[dict[str, torch.
                         seed: int = 0, min_density: float = OCCUPIED_DENSITY) -> dict | None:
     """Median displacement (cm) of occupied canonical-space points by each stage, head and
     body apart, averaged over the frames whose `conditionings` (render.frames.frame_conditioning)
-    are given. None for a model without stages (global deformation)."""
+    are given. None for a model without stages (global deformation); the figures None with 0
+    points where no point is occupied yet (a model of a few steps: nothing to measure)."""
     deform = model.deformation
     if not hasattr(deform, "torso_net"):
         return None
@@ -35,7 +36,8 @@ def stage_displacements(model: TalkingHead, conditionings: list[dict[str, torch.
     candidates = (low + (high - low) * torch.rand(points * 15, 3, generator=gen)).to(device)
     x = candidates[model.canonical_density(candidates) > min_density][:points]
     if len(x) == 0:
-        return None
+        return {"face_stage_head_cm": None, "torso_stage_head_cm": None, "face_stage_body_cm": None,
+                "torso_stage_body_cm": None, "head_points": 0, "body_points": 0, "frames": len(conditionings)}
     head = x[:, 1] < HEAD_MAX_Y
     rows = []
     for c in conditionings:
