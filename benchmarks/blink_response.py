@@ -2,6 +2,9 @@
 
     python benchmarks/blink_response.py AVATAR_DIR [--preset tiny] [--steps 3000]
         [--variants plain,eyes] [--frames 12] [--device auto] [--out runs/blink_response]
+    python benchmarks/blink_response.py AVATAR_DIR --models MODEL_DIR... [--frames 12]
+
+With `--models`, the same measure on models already trained on AVATAR_DIR (nothing is trained).
 
 A clip's test split (its last 10 %) may hold no blink at all, so re-enacting it says little about
 the eyes. Instead each variant trains from the same seed on the training frames, then renders
@@ -101,9 +104,16 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=12)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", type=Path, default=Path("runs/blink_response"))
+    parser.add_argument("--models", type=Path, nargs="+", help="measure these trained models instead")
     args = parser.parse_args()
     device = str(choose_device(args.device))
     avatar = load_avatar(args.avatar)
+    if args.models:
+        for model_dir in args.models:
+            blink = blink_response(model_dir, avatar, args.frames, device)
+            blink.pop("_renders")
+            print(json.dumps({"model": str(model_dir), **blink}), flush=True)
+        return
     rows = []
     for variant in args.variants.split(","):
         config = replace(preset(args.preset, "region"), steps=args.steps)
