@@ -277,11 +277,11 @@ def test_deformation_warmup_shrinks_only_the_deformation_nets_first_steps(avatar
 
 def test_deformation_warmup_ramps_linearly_then_follows_the_decay():
     config = replace(micro_config(100), deformation_warmup=10, lr_final_fraction=0.5)
-    shared, nets, deformation = learning_rate_factors(config, 3)
+    shared, nets, deformation = learning_rate_factors(config)
     decay = 0.5 ** (1 / 100)
     for step in (0, 4, 9, 10, 50, 99):
         assert shared(step) == nets(step) == pytest.approx(decay**step)
         assert deformation(step) == pytest.approx(decay**step * min(1.0, (step + 1) / 10))
-    assert len(learning_rate_factors(replace(config, deformation_warmup=0), 2)) == 2
+    assert len(learning_rate_factors(replace(config, deformation_warmup=0))) == 2
     with pytest.raises(InputError, match="deformation_warmup"):
-        learning_rate_factors(replace(config, deformation_warmup=-1), 3)
+        learning_rate_factors(replace(config, deformation_warmup=-1))

@@ -83,7 +83,7 @@ def _parameter_groups(model: TalkingHead, config: TrainConfig) -> list[dict]:
     return groups
 
 
-def learning_rate_factors(config: TrainConfig, groups: int, schedule=None) -> list:
+def learning_rate_factors(config: TrainConfig, schedule=None) -> list:
     """One factor of the starting learning rate per parameter group (`_parameter_groups`' order) and
     step: exponential decay to `lr_final_fraction`; a prior's fine-tuning schedule on the shared
     groups; the deformation warm-up's linear ramp on its own group."""
@@ -94,7 +94,7 @@ def learning_rate_factors(config: TrainConfig, groups: int, schedule=None) -> li
         return [lambda s: decay**s * schedule.shared_factor(s, True),
                 lambda s: decay**s * schedule.shared_factor(s, False), lambda s: decay**s, lambda s: decay**s]
     factors = [lambda s: decay**s] * 2
-    if groups == 3:
+    if config.deformation_warmup > 0:  # the third group of `_parameter_groups`
         warmup = config.deformation_warmup
         factors.append(lambda s: decay**s * min(1.0, (s + 1) / warmup))
     return factors
@@ -186,7 +186,7 @@ def train(avatar_dir: Path, model_dir: Path, config: TrainConfig, device: str = 
     grid = OccupancyGrid(field_cfg.box_min, field_cfg.box_max, config.occupancy_resolution).to(dev)
     optimizer = torch.optim.Adam(_parameter_groups(model, config), betas=(0.9, 0.99), eps=1e-15)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, learning_rate_factors(config, len(optimizer.param_groups), schedule))
+        optimizer, learning_rate_factors(config, schedule))
     sampler = RaySampler(avatar, training_rays(config), frames=frames, seed=config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     render_cfg = RenderConfig(samples_per_ray=config.samples_per_ray, stratified=True,
