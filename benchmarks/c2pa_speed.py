@@ -25,7 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from lokitalk.media.video import write_video
+from lokitalk.media.video_writer import write_video
 from lokitalk.provenance.c2pa_sign import load_signer, make_test_chain, read_c2pa, sign_output
 from lokitalk.provenance.stamp import manifest, manifest_tags, stamp_frames
 

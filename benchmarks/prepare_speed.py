@@ -27,7 +27,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def cut_clip(src: Path, seconds: float, dst: Path) -> None:
     from lokitalk.media.audio import load_audio
-    from lokitalk.media.video import iter_frames, probe_video, write_video
+    from lokitalk.media.video import iter_frames, probe_video
+    from lokitalk.media.video_writer import write_video
 
     info = probe_video(src)
     frames = (f for i, f in enumerate(iter_frames(src, fps=info.fps)) if i < int(seconds * info.fps))

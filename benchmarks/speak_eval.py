@@ -36,7 +36,8 @@ import numpy as np
 from lokitalk.data.avatar import load_avatar
 from lokitalk.evaluate.sync import evaluate_video, measure_sync
 from lokitalk.media.audio import load_audio, write_wav
-from lokitalk.media.video import iter_frames, write_video
+from lokitalk.media.video import iter_frames
+from lokitalk.media.video_writer import write_video
 from lokitalk.speak import SpeakConfig, speak
 
 REPO = Path(__file__).resolve().parents[1]

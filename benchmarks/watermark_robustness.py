@@ -43,7 +43,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from lokitalk.media.video import iter_frames, probe_video, write_video  # noqa: E402
+from lokitalk.media.video import iter_frames, probe_video  # noqa: E402
+from lokitalk.media.video_writer import write_video  # noqa: E402
 from lokitalk.provenance import Payload, attacks, watermark  # noqa: E402
 
 ATTACKS = (

@@ -265,7 +265,7 @@ def render(
     """Re-enact frames of the avatar from their own pose, eye ratio and lip feature, with audio."""
     from .data.avatar import load_avatar
     from .evaluate.run import render_test
-    from .media.video import write_video
+    from .media.video_writer import write_video
     from .render.loading import load_trained
 
     if split not in ("test", "train"):
@@ -399,7 +399,7 @@ def stream(
         pieces = rechunk(iter_raw_pcm(sys.stdin.buffer, rate, SAMPLE_RATE, chunk_ms / 1e3), size)
     else:
         from .media.audio import iter_audio
-        from .media.video import check_file
+        from .media.files import check_file
 
         check_file(Path(audio))
         pieces = rechunk(iter_audio(Path(audio), SAMPLE_RATE), size)

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import assert_clean_failure, run_cli
 from lokitalk.errors import LokiTalkError
-from lokitalk.media.video import write_video
+from lokitalk.media.video_writer import write_video
 from lokitalk.provenance import Payload
 from lokitalk.provenance import c2pa_sign
 from lokitalk.provenance.c2pa_sign import (SignerConfig, has_c2pa_box, load_signer, make_test_chain, read_c2pa,

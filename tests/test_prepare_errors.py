@@ -11,7 +11,7 @@ import pytest
 import conftest
 from conftest import assert_clean_failure, consent_for
 from lokitalk.media.audio import write_wav
-from lokitalk.media.video import write_video
+from lokitalk.media.video_writer import write_video
 
 pytest.importorskip("mediapipe")
 

@@ -241,7 +241,8 @@ def test_stream_writes_a_growing_stamped_video_in_sync_with_its_audio(model, tmp
 
 
 def test_the_live_writer_sends_the_video_while_it_is_made(tmp_path):
-    from lokitalk.media.video import LiveVideoWriter, probe_video
+    from lokitalk.media.video import probe_video
+    from lokitalk.media.video_writer import LiveVideoWriter
 
     sink = ByteSink()
     writer = LiveVideoWriter(sink, 25.0, SR)
@@ -331,7 +332,7 @@ def test_stream_bad_input_is_a_one_line_error_and_writes_nothing(model, tmp_path
 
 def test_iter_audio_gives_load_audios_samples_and_raw_pcm_reads_back(tmp_path):
     from lokitalk.media.audio import iter_audio, iter_raw_pcm, load_audio, write_wav
-    from lokitalk.media.video import write_video
+    from lokitalk.media.video_writer import write_video
 
     audio = speech(2.3)
     write_video(tmp_path / "v.mp4", [np.zeros((32, 32, 3), np.uint8)] * 57, 25, audio, SR)  # AAC: padded

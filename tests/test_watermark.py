@@ -197,7 +197,7 @@ def test_other_payload_other_result(clean):
 
 
 def test_detect_video_reads_a_written_file(tmp_path, clean):
-    from lokitalk.media.video import write_video
+    from lokitalk.media.video_writer import write_video
 
     path = write_video(tmp_path / "marked.mp4", embed_frames(clean[:40], TRUTH), 25.0, crf=18)
     detection = detect_video(path, max_frames=20)
@@ -242,7 +242,7 @@ def test_real_clip_payload_survives_and_clean_is_not_flagged():
 def test_verify_command_reports_clean_and_marked_videos(tmp_path, capsys):
     import json as _json
 
-    from lokitalk.media.video import write_video
+    from lokitalk.media.video_writer import write_video
     from lokitalk.provenance import Payload, embed_frames
 
     frames = textured_clip(frames=48, size=160, seed=3)

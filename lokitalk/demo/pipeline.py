@@ -165,7 +165,7 @@ def _jsonable(value):
 
 def _step_subject(out: Path, config: DemoConfig, device: str, results: dict, show: _Display) -> dict:
     from ..media.audio import write_wav
-    from ..media.video import write_video
+    from ..media.video_writer import write_video
     from ..provenance.consent import create_consent, default_consent_path, save_consent
     from ..synth.subject import make_talking_clip, write_clip
     from ..synth.tts import join_speech, speech_for_text

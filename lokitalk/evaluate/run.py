@@ -168,7 +168,7 @@ def _worst_frames(path: Path, rendered: np.ndarray, real: np.ndarray, scores: np
 
 def _side_by_side(path: Path, rendered: np.ndarray, real: np.ndarray, avatar: Avatar, frames: np.ndarray,
                   trained: TrainedModel, signer=None) -> None:
-    from ..media.video import write_video
+    from ..media.video_writer import write_video
     from ..provenance.c2pa_sign import sign_output
     from ..provenance.stamp import manifest, manifest_tags, next_serial, stamp_frames
 

@@ -1,7 +1,8 @@
-"""Media I/O: probing and streaming video frames, loading and writing audio (all via PyAV)."""
+"""Media I/O: probing and streaming video frames, writing mp4, loading and writing audio (all via PyAV)."""
 
 from lokitalk.media.audio import SAMPLE_RATE, has_audio_stream, load_audio, write_wav
-from lokitalk.media.video import VideoInfo, iter_frames, probe_video, read_frames, write_video
+from lokitalk.media.video import VideoInfo, iter_frames, probe_video, read_frames
+from lokitalk.media.video_writer import write_video
 
 __all__ = [
     "SAMPLE_RATE",

@@ -11,7 +11,7 @@ import av
 import numpy as np
 
 from lokitalk.errors import InputError
-from lokitalk.media.video import check_file, error_reason, open_media, partial_path
+from lokitalk.media.files import check_file, error_reason, open_media, partial_path
 
 SAMPLE_RATE = 16000
 

@@ -163,7 +163,7 @@ def load_signer(cert: str | Path | None = None, key: str | Path | None = None, c
 def _trial_sign(config: SignerConfig) -> None:
     import numpy as np
 
-    from ..media.video import write_video
+    from ..media.video_writer import write_video
 
     with tempfile.TemporaryDirectory(prefix="lokitalk-c2pa-") as tmp:
         probe = write_video(Path(tmp) / "probe.mp4", iter([np.zeros((16, 16, 3), np.uint8)]), 25.0)
@@ -249,7 +249,7 @@ def sign_output(path: str | Path, meta: dict, serial: int, signer_config: Signer
     """
     if signer_config is None:
         return None
-    from ..media.video import partial_path
+    from ..media.files import partial_path
 
     path = Path(path)
     tmp = partial_path(path)

@@ -56,7 +56,7 @@ def speak(model_dir: Path, audio: Path, out: Path, config: SpeakConfig | None = 
     """Render MODEL_DIR's person saying AUDIO into OUT (25 fps H.264 + AAC of the same speech,
     every frame watermarked, the MP4 manifest declaring it AI-generated). Returns a summary.
     Bad input raises InputError before anything is written; OUT appears only once complete."""
-    from ..media.video import write_video
+    from ..media.video_writer import write_video
     from ..provenance.stamp import manifest, manifest_tags, next_serial, stamp_frames
 
     started = time.perf_counter()

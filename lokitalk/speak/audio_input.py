@@ -16,7 +16,7 @@ def load_speech(path: str | Path, min_seconds: float = 0.5, sample_rate: int = S
     """Mono float32 speech at `sample_rate`, or an InputError naming what is wrong with it:
     missing, a directory, not decodable, no audio stream, shorter than `min_seconds`, silent."""
     from ..media.audio import load_audio
-    from ..media.video import check_file
+    from ..media.files import check_file
 
     path = Path(path)
     check_file(path)  # missing, a directory, empty

@@ -13,7 +13,7 @@ watermarked and written as soon as its signals are final:
 - this module: the audio source read on its own thread, the frames rendered, watermarked and
   written as they become final.
 
-The output is a fragmented MP4 (media/video.py `LiveVideoWriter`) with the audio muxed in sync,
+The output is a fragmented MP4 (media/video_writer.py `LiveVideoWriter`) with the audio muxed in sync,
 to a file (renamed into place when the stream ends) or to stdout for a player or a restreamer
 (`lokitalk stream MODEL --audio - --out - | ffplay -`). Every frame carries the invisible
 watermark and the file the AI-generated manifest, as `speak`'s do; C2PA signing needs the
@@ -127,7 +127,7 @@ def stream_speak(model_dir: Path, audio: Iterable[np.ndarray], out: Path | Binar
     ever further behind). None: every frame is rendered, however late.
     Bad input raises InputError; a stream shorter than `config.min_audio_s` writes nothing."""
     from ..data.avatar import resize_image
-    from ..media.video import LiveVideoWriter
+    from ..media.video_writer import LiveVideoWriter
     from ..provenance.stamp import manifest, manifest_tags, next_serial, payload_for
     from ..provenance.watermark import FrameStamper
     from ..render.frames import render_frame

@@ -27,7 +27,7 @@ y 0..300) and animated with three image-space edits whose parameters are the gro
 
 Rendering is a few remaps per frame on a rig built once per size (about 0.5 s, mostly the GrabCut
 matte); a frame then takes about 2 ms at 256 px and 9 ms at 512 px on one CPU core.
-`write_clip` writes H.264 + AAC through lokitalk.media.video.write_video.
+`write_clip` writes H.264 + AAC through lokitalk.media.video_writer.write_video.
 """
 
 from __future__ import annotations
@@ -557,7 +557,7 @@ def make_talking_clip(
 
 def write_clip(clip: SyntheticClip, path: str | Path, crf: int = 18) -> Path:
     """Write the clip as an mp4 (H.264 yuv420p + AAC mono), atomically. Returns the path."""
-    from ..media.video import write_video
+    from ..media.video_writer import write_video
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
