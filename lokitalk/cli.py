@@ -168,6 +168,9 @@ def train(
                                                   "the training frames only (test frames unchanged)."),
     lip_input: str = typer.Option("unit", "--lip-input", help="unit: the lip feature scaled to unit spread "
                                   "inside the model (default); raw: as prepared (models before 2026-11-25)."),
+    eye_input: Optional[str] = typer.Option(None, "--eye-input", help="unit: the eye ratio centred and scaled "
+                                            "to unit spread inside the model; raw: as prepared (default: the "
+                                            "preset's, unit for fast/full, raw for tiny)."),
     finetune_schedule: Optional[str] = typer.Option(None, "--finetune-schedule", metavar="FRACTION,NETS,GRID",
                                                     help="With --prior: the share of steps where only the "
                                                     "person's parts learn, then the shared nets' and grid's "
@@ -186,10 +189,14 @@ def train(
         raise LokiTalkError(f"--deformation must be region or global, not {deformation!r}")
     if lip_input not in ("unit", "raw"):
         raise LokiTalkError(f"--lip-input must be unit or raw, not {lip_input!r}")
+    if eye_input not in (None, "unit", "raw"):
+        raise LokiTalkError(f"--eye-input must be unit or raw, not {eye_input!r}")
     _check_preset_and_steps(preset, steps)
     from dataclasses import replace
 
     config = replace(with_steps(make_preset(preset, deformation), steps), lip_input=lip_input)
+    if eye_input is not None:
+        config = replace(config, eye_input=eye_input)
     if train_seconds is not None:
         if train_seconds <= 0:
             raise LokiTalkError("--train-seconds must be positive")

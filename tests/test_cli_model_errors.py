@@ -34,6 +34,7 @@ def test_train_points_at_an_unfinished_prepare(tmp_path, capsys):
 def test_train_rejects_bad_options(tmp_path, capsys):
     for args, needle in ((["--preset", "huge"], "--preset"), (["--deformation", "local"], "--deformation"),
                          (["--steps", "0"], "--steps"), (["--lip-input", "whiten"], "--lip-input"),
+                         (["--eye-input", "whiten"], "--eye-input"),
                          (["--finetune-schedule", "0.1,1,1"], "needs --prior"),
                          (["--prior", tmp_path, "--finetune-schedule", "0.1,1"], "FRACTION,NETS,GRID"),
                          (["--prior", tmp_path, "--finetune-schedule", "a,b,c"], "FRACTION,NETS,GRID"),

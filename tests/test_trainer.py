@@ -285,3 +285,18 @@ def test_deformation_warmup_ramps_linearly_then_follows_the_decay():
     assert len(learning_rate_factors(replace(config, deformation_warmup=0))) == 2
     with pytest.raises(InputError, match="deformation_warmup"):
         learning_rate_factors(replace(config, deformation_warmup=-1))
+
+
+@pytest.mark.parametrize("name, unit", [("tiny", False), ("fast", True), ("full", True)])
+def test_fast_and_full_feed_the_eye_ratio_at_unit_scale_and_tiny_as_prepared(name, unit):
+    """The presets' eye input reaches the model they build: `fast`/`full` centre and scale the
+    training eye ratios (the 16 s clip's blink fix), `tiny` passes them through."""
+    from lokitalk.train.config import preset
+    from lokitalk.train.trainer import build_model
+
+    rng = np.random.default_rng(0)
+    eyes = 0.25 + 0.03 * rng.standard_normal((40, 2))
+    lips = 0.01 * rng.standard_normal((40, 8))
+    deform = build_model(preset(name), lips, eyes, torch.device("cpu")).config.deformation
+    expected = (eyes.mean(), 1.0 / eyes.std()) if unit else (0.0, 1.0)
+    assert (deform.eye_mean, deform.eye_scale) == pytest.approx(expected, rel=1e-9)

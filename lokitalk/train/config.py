@@ -71,7 +71,9 @@ class TrainConfig:
     # Models fine-tuned from a prior ignore it: they read the prior's shared lip space.
     lip_input: str = "unit"
     # "raw": the eye ratio as prepared; "unit": centred on its training mean, unit spread
-    # (lokitalk.train.trainer.eye_input_transform; an experiment, docs/RESULTS.md)
+    # (lokitalk.train.trainer.eye_input_transform). `fast` and `full` use "unit" (UNIT_EYE_INPUT);
+    # `tiny` keeps "raw", where the switch was mixed over four runs (docs/RESULTS.md). Models
+    # fine-tuned from a prior read the prior's eye input, as they do its lip space
     eye_input: str = "raw"
     # fine-tuning from a prior: (share of steps where only the person's parts learn, shared nets'
     # and shared grid's learning-rate scales after that); None: chosen by seconds of video
@@ -85,6 +87,14 @@ class TrainConfig:
     # with 16 s (id05, test views the clip never showed) it cost 0.5-1.9 dB (docs/RESULTS.md,
     # "Finer position encoding")
     fine_deformation_seconds: float | None = FINE_DEFORMATION_SECONDS
+
+
+# The eye ratio at unit scale in `fast` and `full`. `fast`, 3000 steps, 8 runs on 4 clips: on the
+# 16 s clip (id05) the default rendered almost no blink on 3 of 3 seeds (0.07 / 0.01 / -0.04 of the
+# real depth) and unit scale 0.12 / 0.56 / 0.18; id07 0.35 -> 0.39, id01 level on 2 seeds, id04
+# 0.53 -> 0.28 (still closing on 12 of 12 frames); PSNR within 0.07 dB on every run; lip r over
+# the 7 lip-measured runs -0.06 to +0.10 (docs/RESULTS.md, "Eye ratio at unit scale in `fast`")
+UNIT_EYE_INPUT = "unit"
 
 
 # SiLU in the deformation nets: with ReLU the lip path died in some runs (lips frozen whatever the
@@ -120,13 +130,14 @@ def preset(name: str, deformation: str = "region") -> TrainConfig:
                             DeformationConfig(kind=deformation, hidden=64, activation=DEFORMATION_ACTIVATION,
                                               offset_scale=WIDE_OFFSET_SCALE))
         return TrainConfig(preset=name, model=model, steps=3000, rays_per_batch=2048, samples_per_ray=32,
-                           checkpoint_every=250, lpips_weight=0.05)
+                           checkpoint_every=250, lpips_weight=0.05, eye_input=UNIT_EYE_INPUT)
     if name == "full":
         model = ModelConfig(FieldConfig(grid=TriPlaneConfig(), hidden=64),
                             DeformationConfig(kind=deformation, activation=DEFORMATION_ACTIVATION,
                                               offset_scale=WIDE_OFFSET_SCALE))
         return TrainConfig(preset=name, model=model, steps=30000, rays_per_batch=8192, samples_per_ray=48,
-                           checkpoint_every=1000, lpips_weight=0.05, occupancy_resolution=96)
+                           checkpoint_every=1000, lpips_weight=0.05, occupancy_resolution=96,
+                           eye_input=UNIT_EYE_INPUT)
     raise ValueError(f"preset must be tiny, fast or full, not {name!r}")
 
 
