@@ -203,11 +203,11 @@ def test_training_with_the_displacement_loss_composites_each_samples_squared_dis
     stage1 = x + model.deformation.face_out(model.deformation.act(model.deformation.face_trunk(torch.cat(
         [model.deformation.position(x), *_face_inputs(model.deformation, x, lip[:1], eye[:1])], -1))))
     torch.testing.assert_close(extras["displacement"], ((stage1 - x) ** 2).sum(-1))  # stage 1's part only
-    assert float(((deformed.canonical - stage1) ** 2).sum(-1).max()) > 0  # the torso stage moved them further
+    assert float(((deformed.canonical - stage1) ** 2).sum(-1).max().detach()) > 0  # the torso stage moved them further
     free = (1 - deformed.attention["lip"]) * (1 - deformed.attention["eye"])  # away from lips and eyes
     torch.testing.assert_close(extras["displacement_unattended"], extras["displacement"] * free)
-    assert float(displacement_loss(extras, unattended=True)) < float(displacement_loss(extras))
-    assert float(extras["displacement"].max()) > 0
+    assert float(displacement_loss(extras, unattended=True).detach()) < float(displacement_loss(extras).detach())
+    assert float(extras["displacement"].max().detach()) > 0
     # in cm²: a ray whose points all moved 1 cm costs 1
     assert abs(float(displacement_loss({"displacement": torch.full((5,), 1e-4)})) - 1.0) < 1e-6
     # a step on the loss shrinks the displacement
@@ -219,7 +219,7 @@ def test_training_with_the_displacement_loss_composites_each_samples_squared_dis
         for p in grads:
             p -= 1e-3 * p.grad / norm  # a small step along the gradient
     _, _, after = model.evaluate_points(x, directions, lip[:1], eye[:1], pose[:1])
-    assert float(displacement_loss(after)) < float(loss)
+    assert float(displacement_loss(after).detach()) < float(loss.detach())
     model.eval()  # rendering: no extra work
     _, _, extras = model.evaluate_points(x, directions, lip[:1], eye[:1], pose[:1])
     assert "displacement" not in extras
