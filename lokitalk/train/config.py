@@ -89,11 +89,11 @@ class TrainConfig:
     fine_deformation_seconds: float | None = FINE_DEFORMATION_SECONDS
 
 
-# The eye ratio at unit scale in `fast` and `full`. `fast`, 3000 steps, 7 pairs on 4 clips: on the
+# The eye ratio at unit scale in `fast` and `full`. `fast`, 3000 steps, 8 pairs on 4 clips: on the
 # 16 s clip (id05) the default rendered almost no blink on 3 of 3 seeds (0.07 / 0.01 / -0.04 of the
 # real depth) and unit scale 0.12 / 0.56 / 0.18; id07 0.35 -> 0.39, id01 level on 2 seeds, id04
-# 0.53 -> 0.28 (still closing on 12 of 12 frames); PSNR within 0.08 dB on every pair; lip r over
-# the 6 lip-measured pairs -0.06 to +0.10, mean +0.02 (docs/RESULTS.md, "Eye ratio at unit scale in `fast`")
+# 0.53 -> 0.28 and 0.20 -> 0.32; PSNR -0.08 to +0.23 dB; lip r over the 7 lip-measured pairs
+# -0.06 to +0.10, mean +0.01 (docs/RESULTS.md, "Eye ratio at unit scale in `fast`")
 UNIT_EYE_INPUT = "unit"
 
 
