@@ -6,7 +6,7 @@
 A region that is poor there may be underfit (poor on the frames it trained on too) or not
 generalise (good on training frames only); this renders N evenly spaced training frames and
 prints one JSON row: their mean PSNR and the same per-region budget
-(lokitalk.evaluate.metrics.region_error_budget).
+(lokitalk.evaluate.run.error_budget).
 """
 
 from __future__ import annotations
@@ -18,8 +18,7 @@ import numpy as np
 
 from lokitalk.data.avatar import load_avatar, resize_image, training_frames
 from lokitalk.evaluate import metrics
-from lokitalk.evaluate.run import render_test
-from lokitalk.prepare.masks import Region
+from lokitalk.evaluate.run import error_budget, reference_frames, render_test
 from lokitalk.render.loading import load_trained
 
 
@@ -36,9 +35,8 @@ def main() -> None:
     frames = pool[np.linspace(0, len(pool) - 1, min(args.frames, len(pool))).round().astype(int)]
     rendered, _ = render_test(trained, avatar, frames)
     camera = avatar.camera.scaled(trained.image_scale)
-    real = np.stack([resize_image(avatar.frame(int(i)), camera) for i in frames])
-    labels = np.stack([resize_image(avatar.labels(int(i)), camera, nearest=True) for i in frames])
-    budget = metrics.region_error_budget(rendered, real, labels, {int(r): r.name.lower() for r in Region})
+    real, labels = reference_frames(avatar, frames, camera)
+    budget = error_budget(rendered, real, labels, resize_image(avatar.background(), camera))
     psnr = float(np.mean([metrics.psnr(p, r) for p, r in zip(rendered, real)]))
     keys = ("pixel_share", "error_share", "psnr", "psnr_if_perfect")
     print(json.dumps({"model": str(args.model_dir), "split": "train", "frames": int(len(frames)), "psnr": round(psnr, 2),

@@ -79,8 +79,7 @@ def evaluate(model_dir: Path, max_frames: int | None = None, device: str = "cpu"
         frames = frames[np.linspace(0, len(frames) - 1, max_frames).round().astype(int)]
     rendered, fps = render_test(trained, avatar, frames)
     camera = avatar.camera.scaled(trained.image_scale)
-    real = np.stack([resize_image(avatar.frame(int(i)), camera) for i in frames])
-    labels = np.stack([resize_image(avatar.labels(int(i)), camera, nearest=True) for i in frames])
+    real, labels = reference_frames(avatar, frames, camera)
     mouth, eyes = labels == Region.MOUTH, labels == Region.EYES
     per_frame = {
         "psnr": np.array([metrics.psnr(p, r) for p, r in zip(rendered, real)]),
@@ -104,7 +103,7 @@ def evaluate(model_dir: Path, max_frames: int | None = None, device: str = "cpu"
         per_frame["lmd"] = landmarks.pop("lmd_frames")
     result.update(landmarks)
     result["image_scale"] = trained.image_scale
-    result["error_budget"] = _error_budget(rendered, real, labels, resize_image(avatar.background(), camera))
+    result["error_budget"] = error_budget(rendered, real, labels, resize_image(avatar.background(), camera))
     probe_frames = frames[np.linspace(0, len(frames) - 1, min(5, len(frames))).round().astype(int)]
     result["deformation"] = stage_displacements(trained.model, [frame_conditioning(avatar, int(i)) for i in probe_frames])
     trained_on = training_frames(avatar, trained.meta.get("train", {}).get("train_seconds"))
@@ -132,8 +131,15 @@ def evaluate(model_dir: Path, max_frames: int | None = None, device: str = "cpu"
     return result
 
 
-def _error_budget(rendered: np.ndarray, real: np.ndarray, labels: np.ndarray, plate: np.ndarray) -> dict:
-    """Each region's share of the test error and what a perfect region would be worth; for the
+def reference_frames(avatar: Avatar, frames: np.ndarray, camera) -> tuple[np.ndarray, np.ndarray]:
+    """The real frames and their region labels at the size the model renders (`camera`)."""
+    real = np.stack([resize_image(avatar.frame(int(i)), camera) for i in frames])
+    labels = np.stack([resize_image(avatar.labels(int(i)), camera, nearest=True) for i in frames])
+    return real, labels
+
+
+def error_budget(rendered: np.ndarray, real: np.ndarray, labels: np.ndarray, plate: np.ndarray) -> dict:
+    """Each region's share of the error and what a perfect region would be worth; for the
     background also the plate's own PSNR there (the floor: the model composites over the plate)."""
     budget = metrics.region_error_budget(rendered, real, labels, {int(r): r.name.lower() for r in Region})
     background = labels == Region.BACKGROUND
