@@ -9,7 +9,9 @@ Region-specific (LokiTalk), two cascaded stages:
 - stage 2, torso: dx_torso = a_torso(x1) * g(posenc(x1), pose, h1), x1 = x + dx_face, h1 the
   stage-1 hidden state; a_torso is supervised with the neck and torso masks. The head pose is
   the camera, so the head stays rigid in the head frame while the neck and torso, which do not
-  turn with the head, are moved back by this stage.
+  turn with the head, are moved back by this stage. With `torso_motion="rigid"` the stage is
+  dx_torso = a_torso(x1) * (r(x1, pose) + g(...)), r the displacement of a body held still in
+  front of the camera (model.rigid): a_torso then works as a skinning weight between head and body.
 
 With `separate_eyes` the eyes get their own branch of stage 1: dx_eye = a_eye(x) *
 e(posenc(x), a_eye(x) * eye), added to the lip trunk's dx_face, which then sees the lip feature
@@ -21,7 +23,8 @@ signals at once, dx = f(posenc(x), lip, eye, pose), no region ties. Same width a
 a comparison at the same step budget measures the region ties, not capacity.
 
 Both start as the identity (last layers zero-initialised): a fresh model renders the canonical
-field unchanged.
+field unchanged; a rigid torso stage alone starts moving points, by its low starting attention
+(0.12) times the camera-rigid displacement.
 
 Position encoding (`position_encoding`): "frequency" feeds the nets sin/cos of the position in
 metres (finest period 6 cm at 6 frequencies: smooth, but coarse for an eyelid, which moves ~1 cm
@@ -45,6 +48,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .rigid import camera_rigid_offset
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,13 @@ class DeformationConfig:
     # sample out of the field's box within 50-80 steps, where density and gradient are zero, and
     # the run never recovered (docs/RESULTS.md, "The deformation nets blew up"). 1.0: models before it
     offset_scale: float = 1.0
+    # the torso stage (region model): "learned", the net alone moves neck and torso (models before
+    # it); "rigid", the stage blends each point toward where a body that keeps still in front of the
+    # camera sits under the reference pose (model.rigid.camera_rigid_offset), by its torso
+    # attention, and the net adds a residual: a two-bone skinning of head and body whose weight
+    # is the attention, so the net no longer has to learn how a turn of the head moves the body
+    torso_motion: str = "learned"
+    reference_pose: tuple[float, ...] = ()  # "rigid": the training frames' mean pose (rotation vector, translation)
     grid_levels: int = 4  # "grid": tri-plane levels, from grid_base_resolution to grid_max_resolution
     grid_base_resolution: int = 16
     grid_max_resolution: int = 64
@@ -208,6 +220,17 @@ class RegionDeformation(nn.Module):
         if config.separate_eyes:
             self.eye_net = mlp(pe + s, config.hidden, 3, layers=1, zero_last=True, activation=act)
         self.torso_attention = mlp(pe, config.hidden, 1, layers=1, activation=act)
+        if config.torso_motion not in ("learned", "rigid"):
+            raise ValueError(f"torso_motion must be 'learned' or 'rigid', not {config.torso_motion!r}")
+        if config.torso_motion == "rigid":
+            if len(config.reference_pose) != 6:
+                raise ValueError("torso_motion 'rigid' needs a reference_pose of 6 numbers (rotation vector, translation)")
+            # not in the state dict: the pose is in the config, saved with the model's config
+            self.register_buffer("reference_pose", torch.tensor(config.reference_pose, dtype=torch.float32),
+                                 persistent=False)
+            # start with the attention low everywhere (sigmoid(-2) = 0.12): the rigid path moves
+            # whatever the attention covers, and the head must not start half-glued to the body
+            nn.init.constant_(self.torso_attention[-1].bias, -2.0)
         self.torso_net = mlp(pe + s + config.hidden, config.hidden, 3, layers=2, zero_last=True, activation=act)
         nn.init.zeros_(self.face_out.weight)
         nn.init.zeros_(self.face_out.bias)
@@ -240,7 +263,10 @@ class RegionDeformation(nn.Module):
         enc1 = self.position(x1)
         a_torso = torch.sigmoid(self.torso_attention(enc1))[:, 0]
         pose_in = self.pose_proj(pose).expand(x.shape[0], -1)
-        dx_torso = a_torso[:, None] * self.torso_net(torch.cat([enc1, pose_in, hidden], -1)) * self.config.offset_scale
+        dx_torso = self.torso_net(torch.cat([enc1, pose_in, hidden], -1)) * self.config.offset_scale
+        if self.config.torso_motion == "rigid":
+            dx_torso = dx_torso + camera_rigid_offset(x1, pose, self.reference_pose)
+        dx_torso = a_torso[:, None] * dx_torso
         canonical = x1 + dx_torso
         return DeformationOutput(canonical, {"lip": a_lip, "eye": a_eye, "torso": a_torso}, canonical - x, dx_face)
 
@@ -252,6 +278,8 @@ class GlobalDeformation(nn.Module):
         self.position = PositionEncoder(config, box_min, box_max)
         pe = self.position.output_dim
         s = config.signal_dim
+        if config.torso_motion != "learned":  # the baseline has no torso stage to make rigid
+            raise ValueError("global deformation has no torso stage: torso_motion must be 'learned'")
         self.signal_proj = nn.Linear(config.lip_dim + config.eye_dim + config.pose_dim + config.identity_dim, 3 * s)
         self.act = activation_of(config)
         self.net = mlp(pe + 3 * s, config.hidden, 3, layers=3, zero_last=True, activation=config.activation)

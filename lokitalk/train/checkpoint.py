@@ -37,7 +37,10 @@ def model_config_from_dict(data: dict[str, Any]) -> ModelConfig:
         from ..model.identity import IdentityConfig
 
         identity = IdentityConfig(**data["identity"])
-    return ModelConfig(field=FieldConfig(**f), deformation=DeformationConfig(**data["deformation"]), identity=identity)
+    d = dict(data["deformation"])
+    if "reference_pose" in d:
+        d["reference_pose"] = tuple(d["reference_pose"])
+    return ModelConfig(field=FieldConfig(**f), deformation=DeformationConfig(**d), identity=identity)
 
 
 def _atomic_replace(tmp: Path, final: Path) -> None:

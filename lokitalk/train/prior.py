@@ -130,7 +130,10 @@ def prior_model_config(base: ModelConfig, identity: IdentityConfig, lip_dim: int
     deformation net and both heads, and the lip input is the shared space's width."""
     d = identity.code_dim
     return replace(base, identity=identity,
-                   deformation=replace(base.deformation, lip_dim=lip_dim, identity_dim=d),
+                   # the torso stage learns its motion: a camera-rigid one needs each identity's
+                   # own reference pose, which the shared nets cannot hold
+                   deformation=replace(base.deformation, lip_dim=lip_dim, identity_dim=d, torso_motion="learned",
+                                       reference_pose=()),
                    field=replace(base.field, geometry_code_dim=d, appearance_code_dim=d))
 
 

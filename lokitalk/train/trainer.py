@@ -30,6 +30,7 @@ from ..data.rays import RayBatchConfig, RaySampler
 from ..errors import InputError
 from ..model.field import TalkingHead
 from ..model.renderer import OccupancyGrid, RenderConfig
+from ..model.rigid import mean_pose
 from ..render.frames import render_batch
 from .accelerate import accelerate_model, resolve
 from .checkpoint import load_checkpoint, model_config_to_dict, save_checkpoint
@@ -135,11 +136,15 @@ def position_frequencies(config: TrainConfig, seconds: float) -> int:
 
 
 def build_model(config: TrainConfig, lip_features: np.ndarray, eye_ratios: np.ndarray, device: torch.device,
-                seconds: float = 0.0) -> TalkingHead:
+                seconds: float = 0.0, poses: tuple[np.ndarray, np.ndarray] | None = None) -> TalkingHead:
     """A fresh model for lip features [N,K] and eye ratios [N,2] (those of the training frames),
-    `seconds` of training video."""
+    `seconds` of training video; `poses` (rotations [N,3,3], translations [N,3] of the same frames)
+    give a camera-rigid torso stage its reference pose, their mean."""
     eye_mean, eye_scale = eye_input_transform(eye_ratios, config.eye_input)
-    deformation = replace(config.model.deformation, lip_dim=lip_features.shape[1],
+    reference_pose = config.model.deformation.reference_pose
+    if config.model.deformation.torso_motion == "rigid" and poses is not None:
+        reference_pose = mean_pose(*poses)
+    deformation = replace(config.model.deformation, lip_dim=lip_features.shape[1], reference_pose=reference_pose,
                           lip_scale=lip_input_scale(lip_features, config.lip_input),
                           eye_mean=eye_mean, eye_scale=eye_scale,
                           posenc_frequencies=position_frequencies(config, seconds))
@@ -169,11 +174,15 @@ def train(avatar_dir: Path, model_dir: Path, config: TrainConfig, device: str = 
         started = previous.get("train", {})
         config = replace(config, lip_input=started.get("lip_input", "raw"), eye_input=started.get("eye_input", "raw"),
                          fine_deformation_seconds=started.get("fine_deformation_seconds"))
+        started_torso = previous.get("model", {}).get("deformation", {}).get("torso_motion", "learned")
+        if config.model.deformation.kind == "region":
+            config = replace(config, model=replace(config.model, deformation=replace(
+                config.model.deformation, torso_motion=started_torso)))
     torch.manual_seed(config.seed)
     schedule = None
     if prior is None:
         model = build_model(config, avatar.lip_feature[frames], avatar.eye_ratio[frames], dev,
-                            len(frames) / avatar.fps)
+                            len(frames) / avatar.fps, poses=(avatar.rotation[frames], avatar.translation[frames]))
     else:
         from .prior import finetune_model, finetune_schedule, load_prior
 
