@@ -171,6 +171,9 @@ def train(
     eye_input: Optional[str] = typer.Option(None, "--eye-input", help="unit: the eye ratio centred and scaled "
                                             "to unit spread inside the model; raw: as prepared (default: the "
                                             "preset's, unit for fast/full, raw for tiny)."),
+    torso_motion: Optional[str] = typer.Option(None, "--torso-motion", help="rigid: the torso stage blends neck "
+                                               "and torso toward a body held still in front of the camera; "
+                                               "learned: its net alone moves them (default: the preset's)."),
     finetune_schedule: Optional[str] = typer.Option(None, "--finetune-schedule", metavar="FRACTION,NETS,GRID",
                                                     help="With --prior: the share of steps where only the "
                                                     "person's parts learn, then the shared nets' and grid's "
@@ -182,7 +185,7 @@ def train(
 ) -> None:
     """Train the talking head of one person on the avatar's training frames."""
     from .train.config import preset as make_preset
-    from .train.config import with_steps
+    from .train.config import with_steps, with_torso_motion
     from .train.trainer import train as run_train
 
     if deformation not in ("region", "global"):
@@ -197,6 +200,12 @@ def train(
     config = replace(with_steps(make_preset(preset, deformation), steps), lip_input=lip_input)
     if eye_input is not None:
         config = replace(config, eye_input=eye_input)
+    if torso_motion == "rigid" and prior is not None:
+        raise LokiTalkError("--torso-motion rigid cannot fine-tune a prior: a prior's torso stage learns its motion")
+    try:
+        config = with_torso_motion(config, torso_motion)
+    except ValueError as error:
+        raise LokiTalkError(f"--torso-motion: {error}") from None
     if train_seconds is not None:
         if train_seconds <= 0:
             raise LokiTalkError("--train-seconds must be positive")

@@ -197,6 +197,28 @@ def test_a_resumed_run_keeps_the_lip_input_it_started_with(avatar, tmp_path):
     assert json.loads((tmp_path / "m" / "model.json").read_text())["train"]["lip_input"] == "raw"
 
 
+def test_a_rigid_torso_run_learns_and_resumes_rigid_whatever_the_config_says(avatar, tmp_path):
+    """A rigid torso stage trains (loss falls), records its reference pose (the training frames'
+    mean), and a resumed run keeps the torso motion it started with: its weights were learned on it."""
+    from lokitalk.data.avatar import load_avatar, training_frames
+    from lokitalk.model.rigid import mean_pose
+    from lokitalk.render.loading import load_trained
+    from lokitalk.train.config import with_torso_motion
+
+    rigid = replace(with_torso_motion(micro_config(40), "rigid"), checkpoint_every=10)
+    train(avatar, tmp_path / "m", rigid, device="cpu", show_progress=False, stop_after=20)
+    train(avatar, tmp_path / "m", replace(rigid, model=micro_config().model), device="cpu", show_progress=False,
+          resume=True)
+    log = read_log(tmp_path / "m" / "train_log.csv")
+    assert log[-1][0] == 40 and np.mean([x for _, x in log[-2:]]) < 0.8 * np.mean([x for _, x in log[:2]])
+    deformation = load_trained(tmp_path / "m").model.config.deformation
+    data = load_avatar(avatar)
+    frames = training_frames(data, None)
+    assert deformation.torso_motion == "rigid"
+    assert deformation.reference_pose == pytest.approx(mean_pose(data.rotation[frames], data.translation[frames]),
+                                                       abs=1e-9)
+
+
 def test_enough_video_gets_a_finer_deformation_encoding_and_a_resumed_run_keeps_its_own(avatar, tmp_path):
     """The synthetic clip has 2.7 s of training video: with fine_deformation_seconds at 2 s the
     model reads one more position band than the preset's 6; at 5 s, or None, it does not. A run

@@ -166,3 +166,15 @@ def lip_region_needs_speech(config: TrainConfig) -> bool:
 
 def with_steps(config: TrainConfig, steps: int | None) -> TrainConfig:
     return config if steps is None else replace(config, steps=steps)
+
+
+def with_torso_motion(config: TrainConfig, motion: str | None) -> TrainConfig:
+    """The preset with its torso stage's motion set ("learned" or "rigid"; None: the preset's)."""
+    if motion is None:
+        return config
+    if motion not in ("learned", "rigid"):
+        raise ValueError(f"torso motion must be learned or rigid, not {motion!r}")
+    if motion == "rigid" and config.model.deformation.kind != "region":
+        raise ValueError("a rigid torso stage needs region deformation: the global baseline has no torso stage")
+    deformation = replace(config.model.deformation, torso_motion=motion)
+    return replace(config, model=replace(config.model, deformation=deformation))
