@@ -48,3 +48,35 @@ def test_compiled_point_path_of_a_multi_identity_model_matches_eager():
     # another number of samples: the same graph (dynamic shapes), still the eager result
     few = model.field_for(frame, directions)(points[:777], index[:777])[0].detach()
     torch.testing.assert_close(few, eager[0][:777], rtol=1e-4, atol=1e-5)
+
+
+def test_compiled_point_path_of_a_rigid_torso_model_matches_eager():
+    """The camera-rigid torso path (its own float32 region inside autocast) compiles into the same
+    densities, colours and attentions as eager, on a turned head."""
+    from lokitalk.model.deformation import DeformationConfig
+    from lokitalk.model.encoding import TriPlaneConfig
+    from lokitalk.model.field import FieldConfig, ModelConfig
+    from lokitalk.model.rigid import rotation_from_vector
+
+    torch.manual_seed(0)
+    config = ModelConfig(FieldConfig(grid=TriPlaneConfig(levels=3, base_resolution=8, max_resolution=32), hidden=16),
+                         DeformationConfig(hidden=16, signal_dim=8, torso_motion="rigid",
+                                           reference_pose=(0.01, -0.02, 0.0, 0.0, 0.01, 0.6)))
+    model = TalkingHead(config)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    frame = {"lip_feature": torch.randn(16), "eye_ratio": torch.tensor([0.25, 0.26]),
+             "rotation": rotation_from_vector(torch.tensor([[0.1, -0.15, 0.05]]))[0],
+             "translation": torch.tensor([0.01, 0.0, 0.62])}
+    directions = torch.nn.functional.normalize(torch.randn(2000, 3), dim=-1)
+    points = (torch.rand(2000, 3) - 0.5) * 0.4
+    index = torch.arange(2000)
+    with torch.no_grad():
+        eager = model.field_for(frame, directions)(points, index)
+        accelerate_model(model, Acceleration(amp=False, amp_dtype=None, compile=True))
+        compiled = model.field_for(frame, directions)(points, index)
+    assert model.point_runner.fallback_reason is None
+    torch.testing.assert_close(compiled[0], eager[0], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(compiled[1], eager[1], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(compiled[2]["torso"], eager[2]["torso"], rtol=1e-4, atol=1e-5)

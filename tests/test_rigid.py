@@ -113,3 +113,18 @@ def test_build_model_sets_the_training_frames_mean_pose_and_the_config_round_tri
     np.testing.assert_allclose(deformation.reference_pose[3:], translations.mean(0), atol=1e-12)
     saved = json.loads(json.dumps(model_config_to_dict(model.config)))
     assert model_config_from_dict(saved) == model.config
+
+
+def test_the_rigid_map_keeps_float32_under_bfloat16_autocast():
+    """In bfloat16 the map would be off by ~1 mm (half a pixel at 256 px); autocast must not reach it."""
+    x = torch.rand(500, 3) * 0.4 - 0.2
+    pose = torch.tensor([[0.1, -0.05, 0.03, 0.01, 0.02, 0.63]])
+    reference = torch.tensor([0.0, 0.02, 0.0, 0.0, 0.0, 0.6])
+    plain = camera_rigid_offset(x, pose, reference)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under_autocast = camera_rigid_offset(x, pose.bfloat16(), reference)
+    assert under_autocast.dtype == torch.float32
+    # the pose row itself was handed over in bfloat16 (rounded), so compare with that pose
+    torch.testing.assert_close(under_autocast, camera_rigid_offset(x, pose.bfloat16().float(), reference),
+                               atol=1e-7, rtol=0)
+    assert (under_autocast - plain).abs().max() < 5e-3  # only the pose's own rounding
