@@ -36,3 +36,22 @@ def test_attention_loss_ties_the_lips_to_the_mouth_or_to_the_lower_face_where_th
     # lower face: no error; the background ray (4) asks for nothing although the mask covers it
     assert float(attention_loss(maps, labels, speech)) == 0.0
     assert abs(float(attention_loss({"lip": torch.ones(6)}, labels, speech)) - 3 / 6) < 1e-6
+
+
+def test_a_free_neck_asks_the_torso_attention_for_nothing_on_the_neck_band_only():
+    gen = torch.Generator().manual_seed(1)
+    labels = torch.randint(0, 7, (200,), generator=gen)
+    torso = torch.rand(200, generator=gen, requires_grad=True)
+    maps = {"torso": torso}
+    values = torso.detach()
+    neck = labels == Region.NECK
+    wanted = ((labels == Region.NECK) | (labels == Region.TORSO)).float()
+    # the default: the band asks for 1, like the torso
+    default = attention_loss(maps, labels).detach()
+    assert abs(float(default) - float(((values - wanted) ** 2).mean())) < 1e-6
+    # free: the mean over the other rays, and no pull at all on the band's rays
+    free = attention_loss(maps, labels, free_neck=True)
+    reference = sum(float((values[i] - wanted[i]) ** 2) for i in range(200) if not neck[i]) / int((~neck).sum())
+    assert abs(float(free.detach()) - reference) < 1e-6
+    free.backward()
+    assert neck.any() and float(torso.grad[neck].abs().max()) == 0.0 and float(torso.grad[~neck].abs().max()) > 0

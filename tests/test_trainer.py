@@ -219,6 +219,13 @@ def test_a_rigid_torso_run_learns_and_resumes_rigid_whatever_the_config_says(ava
                                                        abs=1e-9)
 
 
+def test_an_unknown_neck_attention_is_refused_before_anything_is_written(avatar, tmp_path):
+    with pytest.raises(InputError, match="neck_attention"):
+        train(avatar, tmp_path / "m", replace(micro_config(2), neck_attention="loose"), device="cpu",
+              show_progress=False)
+    assert not (tmp_path / "m").exists()
+
+
 def test_enough_video_gets_a_finer_deformation_encoding_and_a_resumed_run_keeps_its_own(avatar, tmp_path):
     """The synthetic clip has 2.7 s of training video: with fine_deformation_seconds at 2 s the
     model reads one more position band than the preset's 6; at 5 s, or None, it does not. A run

@@ -44,6 +44,9 @@ class TrainConfig:
     # the region the lip attention is tied to: "mouth" (the lips and mouth interior) or
     # "lower_face" (the face below the nose tip with the chin's travel: the jaw moves with speech)
     lip_region: str = "mouth"
+    # what the torso attention is asked for on the neck band (prepare.masks: jaw underside, neck,
+    # collar): "torso", 1 as on the torso; "free", nothing, the images decide (train.losses.attention_loss)
+    neck_attention: str = "torso"
     displacement_weight: float = 0.0  # squared face-stage displacement of the rendered points, in cm² (train.losses)
     displacement_unattended: bool = False  # ... only where neither the lip nor the eye attention is
     displacement_steps: int | None = None  # ... only for the first N steps (the failure begins early)

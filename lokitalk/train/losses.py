@@ -35,17 +35,25 @@ def opacity_loss(opacity: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
 
 
 def attention_loss(attention_maps: dict[str, torch.Tensor], labels: torch.Tensor,
-                   speech: torch.Tensor | None = None) -> torch.Tensor:
+                   speech: torch.Tensor | None = None, free_neck: bool = False) -> torch.Tensor:
     """Each signal's rendered influence should fall inside its own region and nowhere else.
     `speech` (bool per ray): the lip signal's region is the mouth plus this (the lower face,
-    `prepare.masks.lower_face_mask`, where it is not background) instead of the mouth alone."""
+    `prepare.masks.lower_face_mask`, where it is not background) instead of the mouth alone.
+    `free_neck`: the torso attention is asked for nothing on the neck band's rays (its mean is over
+    the others), so that the images alone decide how much of the band follows the body: the band
+    holds the jaw's underside, which turns with the head, as well as neck and collar."""
     total = torch.zeros((), device=labels.device)
     for name, regions in ATTENTION_REGIONS.items():
         if name in attention_maps:
             target = region_mask(labels, regions)
             if name == "lip" and speech is not None:  # the person's part of it: no attention to ask of empty space
                 target = torch.maximum(target, (speech & (labels != int(Region.BACKGROUND))).float())
-            total = total + ((attention_maps[name] - target) ** 2).mean()
+            squared = (attention_maps[name] - target) ** 2
+            if name == "torso" and free_neck:
+                kept = (labels != int(Region.NECK)).float()
+                total = total + (squared * kept).sum() / kept.sum().clamp(min=1.0)
+            else:
+                total = total + squared.mean()
     return total
 
 

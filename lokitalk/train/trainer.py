@@ -162,6 +162,8 @@ def train(avatar_dir: Path, model_dir: Path, config: TrainConfig, device: str = 
     consent = check_block(avatar.consent, "train", f"avatar {avatar_dir}")
     model_dir = Path(model_dir)
     dev = choose_device(device)
+    if config.neck_attention not in ("torso", "free"):
+        raise InputError(f"neck_attention must be torso or free, not {config.neck_attention!r}")
     if model_dir.exists() and not resume and any(model_dir.iterdir()):
         raise InputError(f"{model_dir} exists: pass --resume to continue it, or choose another --out")
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -280,7 +282,8 @@ def train(avatar_dir: Path, model_dir: Path, config: TrainConfig, device: str = 
             photo = photometric_loss(out.rgb, target, labels, config.mouth_weight, config.eye_weight)
             loss = photo + config.alpha_weight * opacity_loss(out.opacity, batch["alpha"].to(dev))
             if config.model.deformation.kind == "region" and config.attention_weight > 0:
-                loss = loss + config.attention_weight * attention_loss(out.extras, labels, batch_speech(batch, dev))
+                loss = loss + config.attention_weight * attention_loss(out.extras, labels, batch_speech(batch, dev),
+                                                                         config.neck_attention == "free")
             if config.displacement_weight > 0 and (config.displacement_steps is None or step < config.displacement_steps):
                 loss = loss + config.displacement_weight * displacement_loss(out.extras, config.displacement_unattended)
             if lpips_net is not None and step >= lpips_first_step and step % config.lpips_every == 0:
