@@ -173,7 +173,8 @@ def train(
                                             "preset's, unit for fast/full, raw for tiny)."),
     torso_motion: Optional[str] = typer.Option(None, "--torso-motion", help="rigid: the torso stage blends neck "
                                                "and torso toward a body held still in front of the camera; "
-                                               "learned: its net alone moves them (default: the preset's)."),
+                                               "learned: its net alone moves them (default: the preset's, rigid "
+                                               "for fast and full, learned for tiny)."),
     finetune_schedule: Optional[str] = typer.Option(None, "--finetune-schedule", metavar="FRACTION,NETS,GRID",
                                                     help="With --prior: the share of steps where only the "
                                                     "person's parts learn, then the shared nets' and grid's "

@@ -326,6 +326,25 @@ def test_fast_and_full_feed_the_eye_ratio_at_unit_scale_and_tiny_as_prepared(nam
     rng = np.random.default_rng(0)
     eyes = 0.25 + 0.03 * rng.standard_normal((40, 2))
     lips = 0.01 * rng.standard_normal((40, 8))
-    deform = build_model(preset(name), lips, eyes, torch.device("cpu")).config.deformation
+    poses = (np.repeat(np.eye(3)[None], 40, 0), np.tile([0.0, 0.0, 0.6], (40, 1)))
+    deform = build_model(preset(name), lips, eyes, torch.device("cpu"), poses=poses).config.deformation
     expected = (eyes.mean(), 1.0 / eyes.std()) if unit else (0.0, 1.0)
     assert (deform.eye_mean, deform.eye_scale) == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.parametrize("name, deformation, motion", [("tiny", "region", "learned"), ("fast", "region", "rigid"),
+                                                       ("full", "region", "rigid"), ("fast", "global", "learned")])
+def test_fast_and_full_region_models_get_a_rigid_torso_with_the_training_frames_mean_pose(name, deformation, motion):
+    from lokitalk.model.rigid import mean_pose, rotation_from_vector
+    from lokitalk.train.config import preset
+    from lokitalk.train.trainer import build_model
+
+    rng = np.random.default_rng(1)
+    rotations = rotation_from_vector(torch.tensor(rng.normal(0, 0.05, (40, 3)))).numpy()
+    translations = rng.normal([0, 0, 0.6], 0.01, (40, 3))
+    model = build_model(preset(name, deformation), 0.01 * rng.standard_normal((40, 8)),
+                        0.25 + 0.03 * rng.standard_normal((40, 2)), torch.device("cpu"), poses=(rotations, translations))
+    deform = model.config.deformation
+    assert deform.torso_motion == motion
+    expected = mean_pose(rotations, translations) if motion == "rigid" else ()
+    assert deform.reference_pose == pytest.approx(expected, abs=1e-12)

@@ -142,7 +142,9 @@ def build_model(config: TrainConfig, lip_features: np.ndarray, eye_ratios: np.nd
     give a camera-rigid torso stage its reference pose, their mean."""
     eye_mean, eye_scale = eye_input_transform(eye_ratios, config.eye_input)
     reference_pose = config.model.deformation.reference_pose
-    if config.model.deformation.torso_motion == "rigid" and poses is not None:
+    if config.model.deformation.torso_motion == "rigid":
+        if poses is None:
+            raise ValueError("a rigid torso stage needs the training frames' poses for its reference pose")
         reference_pose = mean_pose(*poses)
     deformation = replace(config.model.deformation, lip_dim=lip_features.shape[1], reference_pose=reference_pose,
                           lip_scale=lip_input_scale(lip_features, config.lip_input),
