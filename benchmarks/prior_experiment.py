@@ -120,13 +120,16 @@ def run_arm(avatar_dir: Path, out: Path, arm: str, seconds: float | None, args, 
             frames: np.ndarray, device: str, seed: int = 0) -> tuple[dict, dict[int, np.ndarray]]:
     from lokitalk.data.avatar import load_avatar, training_frames
     from lokitalk.evaluate.novelty import novel_view_mask
-    from lokitalk.train.config import preset, with_steps
+    from lokitalk.train.config import preset, with_steps, with_torso_motion
     from lokitalk.train.trainer import train
 
     kind, use_prior, shared_lips = ARMS[arm]
     every = max(1, args.steps // args.evals)
-    config = replace(with_steps(preset(args.preset, kind), args.steps), train_seconds=seconds,
-                     checkpoint_every=every, log_every=min(10, every), compile=args.compile, seed=seed)
+    # every arm's torso stage learns its motion, as a prior's must (train.prior.prior_model_config):
+    # the arms then differ by the prior and the deformation kind only, not by the torso stage
+    config = replace(with_torso_motion(with_steps(preset(args.preset, kind), args.steps), "learned"),
+                     train_seconds=seconds, checkpoint_every=every, log_every=min(10, every),
+                     compile=args.compile, seed=seed)
     if use_prior and args.finetune_schedule:
         config = replace(config, finetune_schedule=tuple(float(v) for v in args.finetune_schedule.split(",")))
     if config.lpips_weight > 0 and not lpips_available():
