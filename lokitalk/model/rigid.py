@@ -51,16 +51,12 @@ def rotation_from_vector_reference(rotvec: torch.Tensor) -> torch.Tensor:
 def mean_pose(rotations: np.ndarray, translations: np.ndarray) -> tuple[float, ...]:
     """Frames' head poses [N,3,3], [N,3] -> their mean as a 6-tuple (rotation vector, translation):
     the rotation nearest (Frobenius) to the mean matrix, the mean translation."""
+    from .field import pose_vector
+
     u, _, vt = np.linalg.svd(np.asarray(rotations, np.float64).mean(0))
     rotation = u @ np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt))]) @ vt
-    angle = float(np.arccos(np.clip((np.trace(rotation) - 1.0) / 2.0, -1.0, 1.0)))
-    if angle < 1e-9:
-        rotvec = np.zeros(3)
-    else:
-        axis = np.array([rotation[2, 1] - rotation[1, 2], rotation[0, 2] - rotation[2, 0],
-                         rotation[1, 0] - rotation[0, 1]]) / (2.0 * np.sin(angle))
-        rotvec = axis * angle
-    return tuple(float(v) for v in np.concatenate([rotvec, np.asarray(translations, np.float64).mean(0)]))
+    translation = np.asarray(translations, np.float64).mean(0)
+    return tuple(float(v) for v in pose_vector(torch.from_numpy(rotation), torch.from_numpy(translation)))
 
 
 def camera_rigid_offset(x: torch.Tensor, pose: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
