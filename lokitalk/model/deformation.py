@@ -52,6 +52,9 @@ from torch import nn
 from .rigid import camera_rigid_offset
 
 
+TORSO_MOTIONS = ("learned", "rigid")  # DeformationConfig.torso_motion
+
+
 @dataclass(frozen=True)
 class DeformationConfig:
     kind: str = "region"  # "region" or "global"
@@ -220,7 +223,7 @@ class RegionDeformation(nn.Module):
         if config.separate_eyes:
             self.eye_net = mlp(pe + s, config.hidden, 3, layers=1, zero_last=True, activation=act)
         self.torso_attention = mlp(pe, config.hidden, 1, layers=1, activation=act)
-        if config.torso_motion not in ("learned", "rigid"):
+        if config.torso_motion not in TORSO_MOTIONS:
             raise ValueError(f"torso_motion must be 'learned' or 'rigid', not {config.torso_motion!r}")
         if config.torso_motion == "rigid":
             if len(config.reference_pose) != 6:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from ..data.rays import RayBatchConfig
-from ..model.deformation import DeformationConfig
+from ..model.deformation import TORSO_MOTIONS, DeformationConfig
 from ..model.encoding import TriPlaneConfig
 from ..model.field import FieldConfig, ModelConfig
 
@@ -186,7 +186,7 @@ def with_torso_motion(config: TrainConfig, motion: str | None) -> TrainConfig:
     """The preset with its torso stage's motion set ("learned" or "rigid"; None: the preset's)."""
     if motion is None:
         return config
-    if motion not in ("learned", "rigid"):
+    if motion not in TORSO_MOTIONS:
         raise ValueError(f"torso motion must be learned or rigid, not {motion!r}")
     if motion == "rigid" and config.model.deformation.kind != "region":
         raise ValueError("a rigid torso stage needs region deformation: the global baseline has no torso stage")
