@@ -50,9 +50,11 @@ def test_compiled_point_path_of_a_multi_identity_model_matches_eager():
     torch.testing.assert_close(few, eager[0][:777], rtol=1e-4, atol=1e-5)
 
 
-def test_compiled_point_path_of_a_rigid_torso_model_matches_eager():
+@pytest.mark.parametrize("attention_frame", ["head", "head+body"])
+def test_compiled_point_path_of_a_rigid_torso_model_matches_eager(attention_frame):
     """The camera-rigid torso path (its own float32 region inside autocast) compiles into the same
-    densities, colours and attentions as eager, on a turned head."""
+    densities, colours and attentions as eager, on a turned head, with the torso attention reading
+    the head frame or both frames."""
     from lokitalk.model.deformation import DeformationConfig
     from lokitalk.model.encoding import TriPlaneConfig
     from lokitalk.model.field import FieldConfig, ModelConfig
@@ -61,7 +63,8 @@ def test_compiled_point_path_of_a_rigid_torso_model_matches_eager():
     torch.manual_seed(0)
     config = ModelConfig(FieldConfig(grid=TriPlaneConfig(levels=3, base_resolution=8, max_resolution=32), hidden=16),
                          DeformationConfig(hidden=16, signal_dim=8, torso_motion="rigid",
-                                           reference_pose=(0.01, -0.02, 0.0, 0.0, 0.01, 0.6)))
+                                           reference_pose=(0.01, -0.02, 0.0, 0.0, 0.01, 0.6),
+                                           torso_attention_frame=attention_frame))
     model = TalkingHead(config)
     with torch.no_grad():
         for p in model.parameters():

@@ -84,6 +84,31 @@ def test_a_rigid_torso_stage_moves_its_attended_points_with_the_body_and_leaves_
             torch.testing.assert_close(out.canonical, x if target is None else target, atol=1e-6, rtol=0)
 
 
+def test_a_body_frame_torso_attention_reads_where_the_rigid_map_puts_the_point():
+    """`head+body`: the attention's second half reads the point's body-frame position. With its
+    head-frame half silenced, a point held still in front of the camera gets one attention from
+    every head pose; the head-only attention of the same point changes with the pose."""
+    reference = (0.02, 0.03, -0.01, 0.0, 0.005, 0.6)
+    torch.manual_seed(0)
+    both = build_deformation(DeformationConfig(torso_motion="rigid", reference_pose=reference,
+                                               torso_attention_frame="head+body")).double()
+    head = build_deformation(DeformationConfig(torso_motion="rigid", reference_pose=reference)).double()
+    pe = both.position.output_dim
+    with torch.no_grad():
+        both.torso_attention[0].weight[:, :pe] = 0.0  # the head-frame half reads nothing
+        head.torso_attention[0].weight.copy_(both.torso_attention[0].weight[:, pe:])
+        head.torso_attention[0].bias.copy_(both.torso_attention[0].bias)
+        head.torso_attention[-1].load_state_dict(both.torso_attention[-1].state_dict())
+    poses, head_points, ref, expected = _camera_static_points(reference)
+    lip, eye = torch.zeros(1, 16, dtype=torch.float64), torch.zeros(1, 2, dtype=torch.float64)
+    seen = [both(x, lip, eye, pose[None]).attention["torso"] for pose, x in zip(poses, head_points)]
+    torch.testing.assert_close(seen[0], seen[1], atol=1e-9, rtol=0)
+    # and it is the head-only attention evaluated at the body-frame point
+    torch.testing.assert_close(seen[0], head(expected, lip, eye, ref[None]).attention["torso"], atol=1e-7, rtol=0)
+    head_only = [head(x, lip, eye, pose[None]).attention["torso"] for pose, x in zip(poses, head_points)]
+    assert (head_only[0] - head_only[1]).abs().max() > 1e-4
+
+
 def test_a_rigid_torso_needs_its_reference_pose_and_a_region_model():
     with pytest.raises(ValueError, match="reference_pose"):
         build_deformation(DeformationConfig(torso_motion="rigid"))
@@ -91,6 +116,11 @@ def test_a_rigid_torso_needs_its_reference_pose_and_a_region_model():
         build_deformation(DeformationConfig(torso_motion="elastic"))
     with pytest.raises(ValueError, match="global"):
         build_deformation(DeformationConfig(kind="global", torso_motion="rigid", reference_pose=(0.0,) * 6))
+    with pytest.raises(ValueError, match="torso_attention_frame"):
+        build_deformation(DeformationConfig(torso_motion="rigid", reference_pose=(0.0,) * 6,
+                                            torso_attention_frame="body"))
+    with pytest.raises(ValueError, match="needs torso_motion 'rigid'"):
+        build_deformation(DeformationConfig(torso_attention_frame="head+body"))
 
 
 def test_build_model_sets_the_training_frames_mean_pose_and_the_config_round_trips(tmp_path):

@@ -12,6 +12,8 @@ Region-specific (LokiTalk), two cascaded stages:
   turn with the head, are moved back by this stage. With `torso_motion="rigid"` the stage is
   dx_torso = a_torso(x1) * (r(x1, pose) + g(...)), r the displacement of a body held still in
   front of the camera (model.rigid): a_torso then works as a skinning weight between head and body.
+  With `torso_attention_frame="head+body"` a_torso also reads x1 + r(x1, pose), where the point
+  sits in the body's frame.
 
 With `separate_eyes` the eyes get their own branch of stage 1: dx_eye = a_eye(x) *
 e(posenc(x), a_eye(x) * eye), added to the lip trunk's dx_face, which then sees the lip feature
@@ -53,6 +55,7 @@ from .rigid import camera_rigid_offset
 
 
 TORSO_MOTIONS = ("learned", "rigid")  # DeformationConfig.torso_motion
+TORSO_ATTENTION_FRAMES = ("head", "head+body")  # DeformationConfig.torso_attention_frame
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,11 @@ class DeformationConfig:
     # is the attention, so the net no longer has to learn how a turn of the head moves the body
     torso_motion: str = "learned"
     reference_pose: tuple[float, ...] = ()  # "rigid": the training frames' mean pose (rotation vector, translation)
+    # where the torso attention reads a point: "head", its position in the head frame (models
+    # before it); "head+body" ("rigid" only), also where the point sits in the body's frame (the
+    # rigid map's output). On a turn beyond the training views a shoulder point lands at a head-frame
+    # position never seen as body, but at its usual body-frame position
+    torso_attention_frame: str = "head"
     grid_levels: int = 4  # "grid": tri-plane levels, from grid_base_resolution to grid_max_resolution
     grid_base_resolution: int = 16
     grid_max_resolution: int = 64
@@ -222,9 +230,16 @@ class RegionDeformation(nn.Module):
         self.face_out = nn.Linear(config.hidden, 3)
         if config.separate_eyes:
             self.eye_net = mlp(pe + s, config.hidden, 3, layers=1, zero_last=True, activation=act)
-        self.torso_attention = mlp(pe, config.hidden, 1, layers=1, activation=act)
         if config.torso_motion not in TORSO_MOTIONS:
             raise ValueError(f"torso_motion must be 'learned' or 'rigid', not {config.torso_motion!r}")
+        if config.torso_attention_frame not in TORSO_ATTENTION_FRAMES:
+            raise ValueError(f"torso_attention_frame must be one of {TORSO_ATTENTION_FRAMES}, "
+                             f"not {config.torso_attention_frame!r}")
+        self.attention_reads_body = config.torso_attention_frame == "head+body"
+        if self.attention_reads_body and config.torso_motion != "rigid":
+            raise ValueError("torso_attention_frame 'head+body' needs torso_motion 'rigid' (the body frame is its map)")
+        self.torso_attention = mlp(pe * (2 if self.attention_reads_body else 1), config.hidden, 1, layers=1,
+                                   activation=act)
         if config.torso_motion == "rigid":
             if len(config.reference_pose) != 6:
                 raise ValueError("torso_motion 'rigid' needs a reference_pose of 6 numbers (rotation vector, translation)")
@@ -264,11 +279,15 @@ class RegionDeformation(nn.Module):
         dx_face = dx_face * self.config.offset_scale
         x1 = x + dx_face
         enc1 = self.position(x1)
-        a_torso = torch.sigmoid(self.torso_attention(enc1))[:, 0]
+        rigid = camera_rigid_offset(x1, pose, self.reference_pose) if self.config.torso_motion == "rigid" else None
+        attention_in = enc1
+        if self.attention_reads_body:
+            attention_in = torch.cat([enc1, self.position((x1 + rigid).to(x1.dtype))], -1)
+        a_torso = torch.sigmoid(self.torso_attention(attention_in))[:, 0]
         pose_in = self.pose_proj(pose).expand(x.shape[0], -1)
         dx_torso = self.torso_net(torch.cat([enc1, pose_in, hidden], -1)) * self.config.offset_scale
-        if self.config.torso_motion == "rigid":
-            dx_torso = dx_torso + camera_rigid_offset(x1, pose, self.reference_pose)
+        if rigid is not None:
+            dx_torso = dx_torso + rigid
         dx_torso = a_torso[:, None] * dx_torso
         canonical = x1 + dx_torso
         return DeformationOutput(canonical, {"lip": a_lip, "eye": a_eye, "torso": a_torso}, canonical - x, dx_face)
