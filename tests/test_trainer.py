@@ -348,3 +348,36 @@ def test_fast_and_full_region_models_get_a_rigid_torso_with_the_training_frames_
     assert deform.torso_motion == motion
     expected = mean_pose(rotations, translations) if motion == "rigid" else ()
     assert deform.reference_pose == pytest.approx(expected, abs=1e-12)
+
+
+def test_a_pose_refining_run_learns_centred_corrections_and_resumes_them(avatar, tmp_path):
+    """Corrections move once `pose_start` has passed, keep a zero mean over the training frames
+    (test frames are rendered at their tracked poses), are checkpointed with their optimizer, and
+    a killed run resumes them on the same trajectory."""
+    from safetensors.torch import load_file
+
+    from lokitalk.data.avatar import load_avatar, training_frames
+    from lokitalk.train.pose_refine import FramePoseCorrections
+
+    config = replace(micro_config(40), pose_refinement=True, pose_start=0.25, pose_lr=1e-2, pose_knot_frames=2)
+    summary = train(avatar, tmp_path / "straight", config, device="cpu", show_progress=False)
+    assert summary["pose_corrections"]["rotation_deg_max"] > 0.01
+    train(avatar, tmp_path / "killed", config, device="cpu", show_progress=False, stop_after=30)
+    train(avatar, tmp_path / "killed", config, device="cpu", show_progress=False, resume=True)
+    straight = load_file(str(tmp_path / "straight" / "model.safetensors"))["poses.table.weight"]
+    resumed = load_file(str(tmp_path / "killed" / "model.safetensors"))["poses.table.weight"]
+    torch.testing.assert_close(resumed, straight, rtol=1e-3, atol=1e-6)
+    frames = training_frames(load_avatar(avatar), None)
+    corrections = FramePoseCorrections(len(load_avatar(avatar).rotation), frames, 2)
+    corrections.load_state_dict({"table.weight": straight})
+    rows = corrections.rows(frames).detach()
+    assert rows.abs().max() > 1e-4
+    torch.testing.assert_close(rows.mean(0), torch.zeros(6), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("setting, message", [({"pose_start": 1.5}, "pose_start"),
+                                              ({"pose_knot_frames": 0}, "pose_knot_frames")])
+def test_bad_pose_refinement_settings_are_refused(avatar, tmp_path, setting, message):
+    with pytest.raises(InputError, match=message):
+        train(avatar, tmp_path / "m", replace(micro_config(2), pose_refinement=True, **setting), device="cpu",
+              show_progress=False)

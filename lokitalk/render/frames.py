@@ -19,7 +19,7 @@ BOX_REACH = 0.5
 
 def frame_render_config(base: RenderConfig, translation: torch.Tensor) -> RenderConfig:
     """near/far around the head for this frame's camera distance."""
-    distance = float(torch.linalg.norm(translation))
+    distance = float(torch.linalg.norm(translation.detach()))
     return replace(base, near=max(0.05, distance - BOX_REACH), far=distance + BOX_REACH)
 
 

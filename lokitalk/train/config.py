@@ -90,6 +90,12 @@ class TrainConfig:
     # with 16 s (id05, test views the clip never showed) it cost 0.5-1.9 dB (docs/RESULTS.md,
     # "Finer position encoding")
     fine_deformation_seconds: float | None = FINE_DEFORMATION_SECONDS
+    # learn a pose correction for every training frame with the model (lokitalk.train.pose_refine);
+    # test frames and spoken video are rendered at their tracked poses
+    pose_refinement: bool = False
+    pose_lr: float = 2e-3  # SparseAdam on the corrections (radians and tenths of a metre)
+    pose_knot_frames: int = 4  # corrections on knots every N frames, linear between (1: one per frame)
+    pose_start: float = 0.1  # share of the steps before the corrections move (the field must exist first)
 
 
 # The eye ratio at unit scale in `fast` and `full`. `fast`, 3000 steps, 8 pairs on 4 clips: on the

@@ -35,6 +35,7 @@ from ..render.frames import render_batch
 from .accelerate import accelerate_model, resolve
 from .checkpoint import load_checkpoint, model_config_to_dict, save_checkpoint
 from .config import TrainConfig, lpips_patch_regions, training_rays
+from .pose_refine import FramePoseCorrections
 from .losses import attention_loss, batch_speech, displacement_loss, opacity_loss, photometric_loss, psnr
 from .progress import progress_bar
 
@@ -201,6 +202,15 @@ def train(avatar_dir: Path, model_dir: Path, config: TrainConfig, device: str = 
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, learning_rate_factors(config, schedule))
     sampler = RaySampler(avatar, training_rays(config), frames=frames, seed=config.seed)
+    poses, pose_optimizer, pose_first_step = None, None, config.steps
+    if config.pose_refinement:
+        if not 0.0 <= config.pose_start <= 1.0:
+            raise InputError(f"pose_start is a share of the steps, between 0 and 1, not {config.pose_start}")
+        if config.pose_knot_frames < 1:
+            raise InputError(f"pose_knot_frames is a frame count, 1 or more, not {config.pose_knot_frames}")
+        poses = FramePoseCorrections(avatar.num_frames, frames, config.pose_knot_frames).to(dev)
+        pose_optimizer = torch.optim.SparseAdam(list(poses.parameters()), lr=config.pose_lr)
+        pose_first_step = int(round(config.pose_start * config.steps))
     generator = torch.Generator().manual_seed(config.seed)
     render_cfg = RenderConfig(samples_per_ray=config.samples_per_ray, stratified=True,
                               box_sampling=config.box_sampling)
@@ -244,12 +254,18 @@ def train(avatar_dir: Path, model_dir: Path, config: TrainConfig, device: str = 
             patch_sampler.rng.bit_generator.state = state["patch_rng"]
         generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
+        if poses is not None:
+            poses.load_state_dict({k[len("poses."):]: v for k, v in tensors.items() if k.startswith("poses.")})
+            pose_optimizer.load_state_dict(state["pose_optimizer"])
 
     def checkpoint(step: int) -> None:
         tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
         # safetensors has bool, but one float dtype keeps the file simple for other readers
         tensors.update({f"grid.{k}": v.float() if v.dtype == torch.bool else v for k, v in grid.state_dict().items()})
+        if poses is not None:  # readers of the model take "model." and "grid." only
+            tensors.update({f"poses.{k}": v for k, v in poses.state_dict().items()})
         save_checkpoint(model_dir, step, tensors, {
+            **({} if pose_optimizer is None else {"pose_optimizer": pose_optimizer.state_dict()}),
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "sampler_rng": sampler.rng.bit_generator.state, "generator": generator.get_state(),
             "patch_rng": patch_sampler.rng.bit_generator.state if patch_sampler is not None else None,
@@ -277,6 +293,8 @@ def train(avatar_dir: Path, model_dir: Path, config: TrainConfig, device: str = 
             if stop_after is not None and step - start_step >= stop_after:
                 break
             batch = sampler.sample()
+            if poses is not None:
+                batch = poses(batch)
             with accel.autocast(dev):
                 out = render_batch(model, batch, grid, render_cfg, generator)
             target = batch["rgb"].to(dev)
@@ -291,11 +309,16 @@ def train(avatar_dir: Path, model_dir: Path, config: TrainConfig, device: str = 
             if lpips_net is not None and step >= lpips_first_step and step % config.lpips_every == 0:
                 with accel.autocast(dev):
                     loss = loss + config.lpips_weight * _patch_lpips(model, patch_sampler, lpips_net, grid,
-                                                                     render_cfg, generator, dev)
+                                                                     render_cfg, generator, dev, poses)
             optimizer.zero_grad(set_to_none=True)
+            if pose_optimizer is not None:
+                pose_optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
+            if pose_optimizer is not None and step >= pose_first_step:
+                pose_optimizer.step()
+                poses.recentre()
             last_loss = loss.detach().item()
             done = step + 1
             for callback in callbacks:
@@ -322,12 +345,16 @@ def train(avatar_dir: Path, model_dir: Path, config: TrainConfig, device: str = 
             "consent_id": consent["consent_id"], "last_loss": last_loss,
             "elapsed_s": round(time.perf_counter() - started, 2), "device": str(dev), "amp": accel.amp,
             "compiled": bool(runner is not None and runner.fallback_reason is None),
-            "compile_fallback": None if runner is None else runner.fallback_reason}
+            "compile_fallback": None if runner is None else runner.fallback_reason,
+            **({} if poses is None else {"pose_corrections": poses.summary()})}
 
 
-def _patch_lpips(model, sampler: RaySampler, lpips_net, grid, render_cfg, generator, dev) -> torch.Tensor:
+def _patch_lpips(model, sampler: RaySampler, lpips_net, grid, render_cfg, generator, dev,
+                 poses: FramePoseCorrections | None = None) -> torch.Tensor:
     """LPIPS between a rendered square patch and the real one (perceptual detail: teeth, lips)."""
     batch = sampler.sample()
+    if poses is not None:
+        batch = poses(batch)
     out = render_batch(model, batch, grid, render_cfg, generator)
     side = sampler.config.patch_size
     rendered = out.rgb.reshape(1, side, side, 3).permute(0, 3, 1, 2) * 2 - 1
