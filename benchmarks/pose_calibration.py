@@ -6,8 +6,9 @@ A model trained with `pose_refinement` holds a correction for each training fram
 (model.safetensors, "poses.table.weight"); test frames are rendered at their tracked poses. If
 the tracker's errors depend on the pose itself (e.g. a turn it underestimates), part of them is
 predictable from the tracked pose: this fits a ridge regression from the training frames' tracked
-pose (rotation vector, translation, 1) to their corrections, renders the test split at the
-tracked and at the regression-corrected poses, and prints one JSON row with both PSNRs and
+pose (rotation vector, translation, 1) to their corrections (the fit training ends with:
+lokitalk.model.pose_calibration), renders the test split at the tracked and at the corrected
+poses, and prints one JSON row with both PSNRs and
 LPIPS, and how much of the corrections' variance the regression explains on the training frames.
 """
 
@@ -24,16 +25,9 @@ from safetensors.torch import load_file
 from lokitalk.data.avatar import load_avatar, training_frames
 from lokitalk.evaluate import metrics
 from lokitalk.evaluate.run import _lpips, reference_frames, render_test
-from lokitalk.model.field import pose_vector
-from lokitalk.model.rigid import rotation_from_vector
+from lokitalk.model.pose_calibration import TRANSLATION_UNIT_M, calibrate, pose_features
 from lokitalk.render.loading import load_trained
-from lokitalk.train.pose_refine import TRANSLATION_UNIT_M, FramePoseCorrections
-
-
-def pose_features(rotations: np.ndarray, translations: np.ndarray) -> np.ndarray:
-    vectors = np.stack([pose_vector(torch.from_numpy(r), torch.from_numpy(t)).numpy()
-                        for r, t in zip(rotations.astype(np.float64), translations.astype(np.float64))])
-    return np.concatenate([vectors, np.ones((len(vectors), 1))], 1)
+from lokitalk.train.pose_refine import FramePoseCorrections, fit_pose_calibration
 
 
 def main() -> None:
@@ -53,29 +47,33 @@ def main() -> None:
     corrections = FramePoseCorrections(avatar.num_frames, frames, int(train_cfg["pose_knot_frames"]))
     corrections.load_state_dict({"table.weight": table})
     targets = corrections.rows(frames).detach().double().numpy()
-    features = pose_features(avatar.rotation[frames], avatar.translation[frames])
-    scale = features.std(0) + 1e-9
-    scale[-1] = 1.0
-    gram = (features / scale).T @ (features / scale) + args.ridge * len(frames) * np.diag([1.0] * 6 + [0.0])
-    weights = np.linalg.solve(gram, (features / scale).T @ targets) / scale[:, None]
+    weights = fit_pose_calibration(avatar.rotation[frames], avatar.translation[frames], targets, args.ridge)
+    features = torch.stack([pose_features(torch.from_numpy(r), torch.from_numpy(t))
+                            for r, t in zip(avatar.rotation[frames], avatar.translation[frames])]).numpy()
     explained = 1.0 - ((targets - features @ weights) ** 2).sum(0) / ((targets - targets.mean(0)) ** 2).sum(0).clip(1e-12)
+    own = None
+    if trained.model.config.pose_calibration:  # the model's own fit: set aside, so both arms take one path
+        own = trained.model.pose_calibration.detach().cpu().numpy().copy()
+        trained.model.pose_calibration.zero_()
 
     test = avatar.split.test
     camera = avatar.camera.scaled(trained.image_scale)
     real, _ = reference_frames(avatar, test, camera)
     row = {"model": args.model_dir, "test_frames": int(len(test)),
            "explained_variance": [round(float(v), 3) for v in explained],
+           "same_as_models_own_fit": None if own is None else bool(np.allclose(own, weights, atol=1e-6)),
            "training_corrections": {"rotation_deg_rms": float(np.degrees(np.sqrt((targets[:, :3] ** 2).sum(1).mean()))),
                                     "translation_mm_rms": float(np.sqrt((targets[:, 3:] ** 2).sum(1).mean())
                                                                 * TRANSLATION_UNIT_M * 1000)}}
     for name in ("tracked", "calibrated"):
         if name == "calibrated":
-            predicted = pose_features(avatar.rotation[test], avatar.translation[test]) @ weights
-            turn = rotation_from_vector(torch.from_numpy(predicted[:, :3])).numpy()
             rotation, translation = avatar.rotation.copy(), avatar.translation.copy()
-            shift = np.einsum("nij,nj->ni", rotation[test], predicted[:, 3:] * TRANSLATION_UNIT_M)
-            rotation[test] = np.einsum("nij,njk->nik", rotation[test], turn)
-            translation[test] = translation[test] + shift
+            for index in test:
+                pose = calibrate({"rotation": torch.from_numpy(rotation[index]), "translation": torch.from_numpy(translation[index])},
+                                 torch.from_numpy(weights))
+                rotation[index], translation[index] = pose["rotation"].numpy(), pose["translation"].numpy()
+            predicted = np.stack([pose_features(torch.from_numpy(r), torch.from_numpy(t)).numpy()
+                                  for r, t in zip(avatar.rotation[test], avatar.translation[test])]) @ weights
             avatar = replace(avatar, rotation=rotation, translation=translation)
             row["test_correction_deg_rms"] = float(np.degrees(np.sqrt((predicted[:, :3] ** 2).sum(1).mean())))
         rendered, _ = render_test(trained, avatar, test)

@@ -124,3 +124,62 @@ def test_refining_a_mistracked_pose_recovers_the_true_one():
     found = corrections.table.weight[0].detach().numpy()
     assert np.degrees(np.abs(found[:3] - true_correction[:3])).max() < 0.1  # from 3 degrees off
     assert np.abs(found[3:] - true_correction[3:]).max() * TRANSLATION_UNIT_M < 5e-4  # from 4 mm off
+
+
+def _poses(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    rotations = rotation_from_vector(torch.tensor(rng.normal(0, 0.15, (count, 3)))).numpy()
+    return rotations, np.array([0.0, 0.0, 0.6]) + rng.normal(0, 0.01, (count, 3))
+
+
+def test_the_calibration_fit_recovers_an_affine_map_of_the_pose():
+    from lokitalk.model.pose_calibration import pose_features
+    from lokitalk.train.pose_refine import fit_pose_calibration
+
+    rotations, translations = _poses(200, 4)
+    truth = np.random.default_rng(5).normal(0, 0.05, (7, 6))
+    features = np.stack([pose_features(torch.from_numpy(r), torch.from_numpy(t)).numpy()
+                         for r, t in zip(rotations, translations)])
+    found = fit_pose_calibration(rotations, translations, features @ truth, ridge=1e-9)
+    np.testing.assert_allclose(features @ found, features @ truth, atol=1e-8)
+    # with a strong ridge only the constant survives: the corrections' mean
+    flat = fit_pose_calibration(rotations, translations, features @ truth, ridge=1e6)
+    np.testing.assert_allclose(features @ flat, np.broadcast_to((features @ truth).mean(0), (200, 6)), atol=2e-3)
+
+
+def test_rendering_applies_the_models_pose_correction_to_every_frame():
+    """A model with a calibration renders a frame as the same model without one renders that frame
+    at the corrected pose; with zero weights nothing changes."""
+    from dataclasses import replace
+
+    from lokitalk.model.deformation import DeformationConfig
+    from lokitalk.model.encoding import TriPlaneConfig
+    from lokitalk.model.field import FieldConfig, ModelConfig, TalkingHead
+    from lokitalk.model.pose_calibration import corrected_pose, pose_features
+    from lokitalk.render.frames import render_frame
+
+    from types import SimpleNamespace
+
+    from lokitalk.data.avatar import Camera
+
+    avatar = SimpleNamespace(camera=Camera(focal_px=60.0, cx=12.0, cy=12.0, width=24, height=24))  # all render_frame reads
+    config = ModelConfig(FieldConfig(grid=TriPlaneConfig(levels=2, base_resolution=8, max_resolution=16), hidden=8),
+                         DeformationConfig(hidden=8, signal_dim=4))
+    torch.manual_seed(0)
+    plain = TalkingHead(config)
+    calibrated = TalkingHead(replace(config, pose_calibration=True))
+    calibrated.load_state_dict({**plain.state_dict(), "pose_calibration": torch.zeros(7, 6, dtype=torch.float64)})
+    rotations, translations = _poses(1, 6)
+    frame = {"lip_feature": torch.zeros(16), "eye_ratio": torch.tensor([0.3, 0.3]),
+             "rotation": torch.from_numpy(rotations[0]).float(), "translation": torch.from_numpy(translations[0]).float()}
+    background = np.zeros((24, 24, 3), np.uint8)
+    render = lambda model, cond: render_frame(model, avatar, cond, None, RenderConfig(samples_per_ray=8), background)  # noqa: E731
+    np.testing.assert_array_equal(render(calibrated, frame), render(plain, frame))
+    weights = torch.from_numpy(np.random.default_rng(7).normal(0, 0.05, (7, 6)))
+    with torch.no_grad():
+        calibrated.pose_calibration.copy_(weights)
+    row = pose_features(frame["rotation"].double(), frame["translation"].double()) @ weights
+    rotation, translation = corrected_pose(frame["rotation"].double(), frame["translation"].double(), row)
+    moved = dict(frame, rotation=rotation.float(), translation=translation.float())
+    assert np.abs(render(plain, moved).astype(int) - render(plain, frame).astype(int)).max() > 0
+    np.testing.assert_array_equal(render(calibrated, frame), render(plain, moved))

@@ -373,6 +373,18 @@ def test_a_pose_refining_run_learns_centred_corrections_and_resumes_them(avatar,
     rows = corrections.rows(frames).detach()
     assert rows.abs().max() > 1e-4
     torch.testing.assert_close(rows.mean(0), torch.zeros(6), atol=1e-6, rtol=0)
+    # the finished model keeps the corrections' pose-dependent part, which rendering applies
+    from lokitalk.render.loading import load_trained
+    from lokitalk.train.pose_refine import fit_pose_calibration
+
+    data = load_avatar(avatar)
+    model = load_trained(tmp_path / "straight").model
+    assert model.config.pose_calibration
+    expected = fit_pose_calibration(data.rotation[frames], data.translation[frames], rows.double().numpy())
+    np.testing.assert_allclose(model.pose_calibration.numpy(), expected, atol=1e-9)
+    assert np.abs(expected).max() > 0
+    with pytest.raises(InputError, match="--prior"):
+        train(avatar, tmp_path / "with_prior", config, device="cpu", show_progress=False, prior=tmp_path / "no_prior")
 
 
 @pytest.mark.parametrize("setting, message", [({"pose_start": 1.5}, "pose_start"),

@@ -97,6 +97,9 @@ class ModelConfig:
     field: FieldConfig = dc_field(default_factory=FieldConfig)
     deformation: DeformationConfig = dc_field(default_factory=DeformationConfig)
     identity: "IdentityConfig | None" = None  # set: a multi-identity (prior) model
+    # the model holds an affine pose correction (model.pose_calibration) that rendering applies to
+    # every pose: set by training with pose refinement, fitted at its end
+    pose_calibration: bool = False
 
 
 def pose_vector(rotation: torch.Tensor, translation: torch.Tensor) -> torch.Tensor:
@@ -136,6 +139,10 @@ class TalkingHead(nn.Module):
         # training with a displacement loss sets this once (train.trainer): `evaluate_points` then
         # also returns each sample's squared face-stage displacement; a plain attribute as well
         self.track_displacement = False
+        if config.pose_calibration:
+            from .pose_calibration import FEATURES
+
+            self.register_buffer("pose_calibration", torch.zeros(FEATURES, 6, dtype=torch.float64))
         if config.identity is not None:
             from .identity import Hypernetwork, IdentityParts
 
@@ -190,6 +197,14 @@ class TalkingHead(nn.Module):
         squared = (deformed.face_offset.float() ** 2).sum(-1)
         free = (1 - deformed.attention["lip"].float()) * (1 - deformed.attention["eye"].float())
         return density, rgb, {**deformed.attention, "displacement": squared, "displacement_unattended": squared * free}
+
+    def calibrated(self, conditioning: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A frame's conditioning with the model's pose correction applied (unchanged without one)."""
+        if not self.config.pose_calibration:
+            return conditioning
+        from .pose_calibration import calibrate
+
+        return calibrate(conditioning, self.pose_calibration)
 
     def frame_signals(self, batch: dict[str, torch.Tensor], device: torch.device,
                       identity: "ResolvedIdentity | None" = None):

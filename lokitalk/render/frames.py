@@ -52,6 +52,7 @@ def render_frame(model: TalkingHead, avatar: Avatar, conditioning: dict[str, tor
     `scale` x the avatar's size (`background` must already be at that size). Rays are built on
     the model's device; `chunk` rays at a time (default: a whole 512x512 frame on a GPU, 16k on
     the CPU, where smaller chunks stay in cache)."""
+    conditioning = model.calibrated(conditioning)  # frames not trained on: the model's pose correction
     cam = avatar.camera.scaled(scale)
     device = next(model.parameters()).device
     chunk = chunk or (1 << 18 if device.type == "cuda" else 16384)

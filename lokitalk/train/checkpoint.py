@@ -40,7 +40,8 @@ def model_config_from_dict(data: dict[str, Any]) -> ModelConfig:
     d = dict(data["deformation"])
     if "reference_pose" in d:
         d["reference_pose"] = tuple(d["reference_pose"])
-    return ModelConfig(field=FieldConfig(**f), deformation=DeformationConfig(**d), identity=identity)
+    return ModelConfig(field=FieldConfig(**f), deformation=DeformationConfig(**d), identity=identity,
+                       pose_calibration=bool(data.get("pose_calibration", False)))
 
 
 def _atomic_replace(tmp: Path, final: Path) -> None:

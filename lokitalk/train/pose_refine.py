@@ -34,11 +34,8 @@ import torch
 from torch import nn
 
 from ..data.rays import pixel_rays
+from ..model.pose_calibration import FEATURES, TRANSLATION_UNIT_M, corrected_pose, pose_features
 from ..model.rigid import rotation_from_vector
-
-# the translation part's unit, so that one Adam step moves both parts by similar image distances
-# (a 0.01 rad turn moves a point 10 cm from the head's centre by 1 mm)
-TRANSLATION_UNIT_M = 0.1
 
 
 class FramePoseCorrections(nn.Module):
@@ -67,23 +64,19 @@ class FramePoseCorrections(nn.Module):
         """Frames -> their corrections [F,6] as stored (w, u / TRANSLATION_UNIT_M)."""
         return self._rows(torch.as_tensor(np.asarray(frames), dtype=torch.long).reshape(-1))
 
-    def correction(self, frame: torch.Tensor | int) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> rotation Exp(w) [3,3] and translation u [3] (metres) of one frame."""
-        row = self.rows(frame)[0]
-        return rotation_from_vector(row[None, :3])[0], row[3:] * TRANSLATION_UNIT_M
-
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """A one-frame batch (data.rays.RaySampler.sample) -> the same batch at the corrected pose:
         rays, rotation and translation (what the deformation's pose input and rigid torso read)."""
-        rotation, shift = self.correction(batch["frame"])
-        device = rotation.device
+        row = self.rows(batch["frame"])[0]
+        turn, shift = rotation_from_vector(row[None, :3])[0], row[3:] * TRANSLATION_UNIT_M
+        device = turn.device
         origins, directions = batch["origins"].to(device), batch["directions"].to(device)
-        tracked_rotation, tracked_translation = batch["rotation"].to(device), batch["translation"].to(device)
+        rotation, translation = corrected_pose(batch["rotation"].to(device), batch["translation"].to(device), row)
         return {**batch,
-                "origins": (origins - shift) @ rotation,  # rows: (Exp(w)^T (o - u))^T
-                "directions": directions @ rotation,
-                "rotation": tracked_rotation @ rotation,
-                "translation": tracked_translation + tracked_rotation @ shift}
+                "origins": (origins - shift) @ turn,  # rows: (Exp(w)^T (o - u))^T
+                "directions": directions @ turn,
+                "rotation": rotation,
+                "translation": translation}
 
     @torch.no_grad()
     def recentre(self) -> None:
@@ -112,3 +105,17 @@ def corrected_rays_reference(rotation: np.ndarray, translation: np.ndarray, corr
     pose[:3, :3], pose[:3, 3] = rotation, translation
     corrected = pose @ move
     return pixel_rays(corrected[:3, :3], corrected[:3, 3], focal, cx, cy, xs, ys)
+
+
+def fit_pose_calibration(rotations: np.ndarray, translations: np.ndarray, corrections: np.ndarray,
+                         ridge: float = 1e-3) -> np.ndarray:
+    """Training frames' tracked poses [N,3,3], [N,3] and their corrections [N,6] -> the affine map
+    [7,6] (lokitalk.model.pose_calibration) that best predicts the corrections from the poses:
+    ridge regression on standardised pose features (the constant unpenalised), `ridge` x N."""
+    features = torch.stack([pose_features(torch.as_tensor(r, dtype=torch.float64), torch.as_tensor(t, dtype=torch.float64))
+                            for r, t in zip(rotations, translations)]).numpy()
+    scale = np.append(features[:, :-1].std(0) + 1e-9, 1.0)
+    scaled = features / scale
+    penalty = ridge * len(features) * np.diag([1.0] * (FEATURES - 1) + [0.0])
+    weights = np.linalg.solve(scaled.T @ scaled + penalty, scaled.T @ np.asarray(corrections, np.float64))
+    return weights / scale[:, None]

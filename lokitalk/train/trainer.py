@@ -35,7 +35,7 @@ from ..render.frames import render_batch
 from .accelerate import accelerate_model, resolve
 from .checkpoint import load_checkpoint, model_config_to_dict, save_checkpoint
 from .config import TrainConfig, lpips_patch_regions, training_rays
-from .pose_refine import FramePoseCorrections
+from .pose_refine import FramePoseCorrections, fit_pose_calibration
 from .losses import attention_loss, batch_speech, displacement_loss, opacity_loss, photometric_loss, psnr
 from .progress import progress_bar
 
@@ -172,6 +172,11 @@ def train(avatar_dir: Path, model_dir: Path, config: TrainConfig, device: str = 
     model_dir.mkdir(parents=True, exist_ok=True)
 
     frames = training_frames(avatar, config.train_seconds)
+    if config.pose_refinement:
+        if prior is not None:
+            raise InputError("pose refinement is not available with --prior yet: train without one of them")
+        # the model keeps the corrections' pose-dependent part for the frames it never trained on
+        config = replace(config, model=replace(config.model, pose_calibration=True))
     previous = json.loads((model_dir / "model.json").read_text()) if (model_dir / "model.json").exists() else {}
     if resume and previous:
         # a run continues with the signal inputs and position encoding it started with (folders
@@ -209,7 +214,9 @@ def train(avatar_dir: Path, model_dir: Path, config: TrainConfig, device: str = 
         if config.pose_knot_frames < 1:
             raise InputError(f"pose_knot_frames is a frame count, 1 or more, not {config.pose_knot_frames}")
         poses = FramePoseCorrections(avatar.num_frames, frames, config.pose_knot_frames).to(dev)
-        pose_optimizer = torch.optim.SparseAdam(list(poses.parameters()), lr=config.pose_lr)
+        # beta2 0.99: SparseAdam corrects its moments' bias by the table's step count, not a knot's,
+        # so a knot's first update is lr (1 - beta1) / sqrt(1 - beta2): 3.2 lr at beta2 0.999
+        pose_optimizer = torch.optim.SparseAdam(list(poses.parameters()), lr=config.pose_lr, betas=(0.9, 0.99))
         pose_first_step = int(round(config.pose_start * config.steps))
     generator = torch.Generator().manual_seed(config.seed)
     render_cfg = RenderConfig(samples_per_ray=config.samples_per_ray, stratified=True,
@@ -334,6 +341,11 @@ def train(avatar_dir: Path, model_dir: Path, config: TrainConfig, device: str = 
             progress(done, last_loss)
         else:
             step = config.steps
+        if poses is not None and step >= config.steps:  # finished: fit the model's pose correction
+            with torch.no_grad():
+                model.pose_calibration.copy_(torch.from_numpy(fit_pose_calibration(
+                    avatar.rotation[frames], avatar.translation[frames], poses.rows(frames).double().cpu().numpy())))
+            checkpoint(config.steps)
     finally:
         log_file.close()
         progress(None, None)
