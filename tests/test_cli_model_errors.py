@@ -38,6 +38,7 @@ def test_train_rejects_bad_options(tmp_path, capsys):
                          (["--torso-motion", "elastic"], "--torso-motion"),
                          (["--deformation", "global", "--torso-motion", "rigid"], "needs region deformation"),
                          (["--prior", tmp_path, "--torso-motion", "rigid"], "cannot fine-tune a prior"),
+                         (["--prior", tmp_path, "--refine-poses"], "--refine-poses cannot fine-tune a prior"),
                          (["--finetune-schedule", "0.1,1,1"], "needs --prior"),
                          (["--prior", tmp_path, "--finetune-schedule", "0.1,1"], "FRACTION,NETS,GRID"),
                          (["--prior", tmp_path, "--finetune-schedule", "a,b,c"], "FRACTION,NETS,GRID"),
