@@ -125,10 +125,11 @@ def run_arm(avatar_dir: Path, out: Path, arm: str, seconds: float | None, args, 
 
     kind, use_prior, shared_lips = ARMS[arm]
     every = max(1, args.steps // args.evals)
-    # every arm's torso stage learns its motion, as a prior's must (train.prior.prior_model_config):
-    # the arms then differ by the prior and the deformation kind only, not by the torso stage
+    # every arm's torso stage learns its motion, as a prior's must (train.prior.prior_model_config),
+    # and no arm refines poses, as fine-tuning a prior does not: the arms then differ by the prior
+    # and the deformation kind only
     config = replace(with_torso_motion(with_steps(preset(args.preset, kind), args.steps), "learned"),
-                     train_seconds=seconds, checkpoint_every=every, log_every=min(10, every),
+                     pose_refinement=False, train_seconds=seconds, checkpoint_every=every, log_every=min(10, every),
                      compile=args.compile, seed=seed)
     if use_prior and args.finetune_schedule:
         config = replace(config, finetune_schedule=tuple(float(v) for v in args.finetune_schedule.split(",")))

@@ -175,10 +175,11 @@ def train(
                                                "and torso toward a body held still in front of the camera; "
                                                "learned: its net alone moves them (default: the preset's, rigid "
                                                "for fast and full, learned for tiny)."),
-    refine_poses: bool = typer.Option(False, "--refine-poses", help="Learn a pose correction for every training "
-                                      "frame with the model; the model keeps their pose-dependent part and "
-                                      "applies it to every frame it renders (measured: docs/RESULTS.md, "
-                                      "\"Per-frame pose refinement\"). Not with --prior."),
+    refine_poses: Optional[bool] = typer.Option(None, "--refine-poses/--no-refine-poses", help="Learn a pose "
+                                                "correction for every training frame with the model; the model "
+                                                "keeps their pose-dependent part and applies it to every frame it "
+                                                "renders (default: the preset's, on for fast and full, off for "
+                                                "tiny and with --prior)."),
     finetune_schedule: Optional[str] = typer.Option(None, "--finetune-schedule", metavar="FRACTION,NETS,GRID",
                                                     help="With --prior: the share of steps where only the "
                                                     "person's parts learn, then the shared nets' and grid's "
@@ -207,7 +208,8 @@ def train(
         config = replace(config, eye_input=eye_input)
     if refine_poses and prior is not None:
         raise LokiTalkError("--refine-poses cannot fine-tune a prior yet: train without one of them")
-    config = replace(config, pose_refinement=refine_poses)
+    if refine_poses is not None:
+        config = replace(config, pose_refinement=refine_poses)
     if torso_motion == "rigid" and prior is not None:
         raise LokiTalkError("--torso-motion rigid cannot fine-tune a prior: a prior's torso stage learns its motion")
     try:

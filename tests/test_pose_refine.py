@@ -183,3 +183,20 @@ def test_rendering_applies_the_models_pose_correction_to_every_frame():
     moved = dict(frame, rotation=rotation.float(), translation=translation.float())
     assert np.abs(render(plain, moved).astype(int) - render(plain, frame).astype(int)).max() > 0
     np.testing.assert_array_equal(render(calibrated, frame), render(plain, moved))
+
+
+def test_corrections_keep_float32_under_bfloat16_autocast():
+    """The LPIPS patch step applies corrections inside autocast: in bfloat16 a ray origin 0.6 m
+    away would be off by millimetres."""
+    rotation, translation = _pose(8)
+    batch = {k: v.float() if v.is_floating_point() else v
+             for k, v in _one_frame_batch(rotation, translation, 3, np.arange(20), np.arange(20)).items()}
+    corrections = FramePoseCorrections(10, np.arange(10), knot_frames=2)
+    with torch.no_grad():
+        corrections.table.weight.copy_(torch.randn_like(corrections.table.weight) * 0.05)
+    plain = corrections(batch)
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        inside = corrections(batch)
+    for key in ("origins", "directions", "rotation", "translation"):
+        assert inside[key].dtype == torch.float32
+        torch.testing.assert_close(inside[key], plain[key], atol=1e-7, rtol=0)

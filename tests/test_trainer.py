@@ -383,8 +383,29 @@ def test_a_pose_refining_run_learns_centred_corrections_and_resumes_them(avatar,
     expected = fit_pose_calibration(data.rotation[frames], data.translation[frames], rows.double().numpy())
     np.testing.assert_allclose(model.pose_calibration.numpy(), expected, atol=1e-9)
     assert np.abs(expected).max() > 0
-    with pytest.raises(InputError, match="--prior"):
-        train(avatar, tmp_path / "with_prior", config, device="cpu", show_progress=False, prior=tmp_path / "no_prior")
+
+
+def test_a_resumed_run_keeps_the_pose_refinement_it_started_with(avatar, tmp_path):
+    """A run started without refinement (a model from before it became `fast`'s default) resumes
+    without it, and the other way round: its checkpoint has no corrections to resume, or has them."""
+    from safetensors.torch import load_file
+
+    for started in (False, True):
+        config = replace(micro_config(40), pose_refinement=started, checkpoint_every=10)
+        folder = tmp_path / f"started_{started}"
+        train(avatar, folder, config, device="cpu", show_progress=False, stop_after=20)
+        summary = train(avatar, folder, replace(config, pose_refinement=not started), device="cpu",
+                        show_progress=False, resume=True)
+        assert summary["finished"] and ("pose_corrections" in summary) == started
+        assert ("poses.table.weight" in load_file(str(folder / "model.safetensors"))) == started
+        assert json.loads((folder / "model.json").read_text())["train"]["pose_refinement"] == started
+
+
+@pytest.mark.parametrize("name, refined", [("tiny", False), ("fast", True), ("full", True)])
+def test_fast_and_full_refine_poses_and_tiny_does_not(name, refined):
+    from lokitalk.train.config import preset
+
+    assert preset(name).pose_refinement == refined
 
 
 @pytest.mark.parametrize("setting, message", [({"pose_start": 1.5}, "pose_start"),

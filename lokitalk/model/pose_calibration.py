@@ -43,7 +43,8 @@ def calibrate(conditioning: dict[str, torch.Tensor], weights: torch.Tensor) -> d
     """One frame's conditioning -> the same with its pose corrected by the affine map `weights` [7,6]."""
     rotation = conditioning["rotation"].to(weights.device, torch.float64)
     translation = conditioning["translation"].to(weights.device, torch.float64)
-    row = pose_features(rotation, translation) @ weights.double()
-    rotation, translation = corrected_pose(rotation, translation, row)
+    with torch.autocast(device_type=weights.device.type, enabled=False):  # render paths run inside one
+        row = pose_features(rotation, translation) @ weights.double()
+        rotation, translation = corrected_pose(rotation, translation, row)
     dtype = conditioning["rotation"].dtype
     return {**conditioning, "rotation": rotation.to(dtype), "translation": translation.to(dtype)}

@@ -117,6 +117,14 @@ UNIT_EYE_INPUT = "unit"
 RIGID_TORSO = "rigid"
 
 
+# Pose refinement in `fast` and `full` (lokitalk.train.pose_refine; the model keeps the corrections'
+# pose-dependent part and applies it to every frame it renders). `fast`, 3000 steps, 6 runs on 4
+# clips against session 13's defaults: PSNR +0.18 / +0.28 (id04), +0.17 (id07), +1.26 / +1.35 (id05),
+# -0.10 (id01); LPIPS better on all 6; lip r and LMD mixed (docs/RESULTS.md, "Per-frame pose
+# refinement"). `tiny` is unmeasured and keeps it off; fine-tuning from a prior does not refine
+REFINE_POSES = True
+
+
 # SiLU in the deformation nets: with ReLU the lip path died in some runs (lips frozen whatever the
 # signal); SiLU keeps a gradient there (docs/RESULTS.md, "A dead lip path"). The dataclass
 # default stays ReLU, which is what model folders written before this choice were trained with.
@@ -152,14 +160,15 @@ def preset(name: str, deformation: str = "region") -> TrainConfig:
                             DeformationConfig(kind=deformation, hidden=64, activation=DEFORMATION_ACTIVATION,
                                               offset_scale=WIDE_OFFSET_SCALE, torso_motion=torso))
         return TrainConfig(preset=name, model=model, steps=3000, rays_per_batch=2048, samples_per_ray=32,
-                           checkpoint_every=250, lpips_weight=0.05, eye_input=UNIT_EYE_INPUT)
+                           checkpoint_every=250, lpips_weight=0.05, eye_input=UNIT_EYE_INPUT,
+                           pose_refinement=REFINE_POSES)
     if name == "full":
         model = ModelConfig(FieldConfig(grid=TriPlaneConfig(), hidden=64),
                             DeformationConfig(kind=deformation, activation=DEFORMATION_ACTIVATION,
                                               offset_scale=WIDE_OFFSET_SCALE, torso_motion=torso))
         return TrainConfig(preset=name, model=model, steps=30000, rays_per_batch=8192, samples_per_ray=48,
                            checkpoint_every=1000, lpips_weight=0.05, occupancy_resolution=96,
-                           eye_input=UNIT_EYE_INPUT)
+                           eye_input=UNIT_EYE_INPUT, pose_refinement=REFINE_POSES)
     raise ValueError(f"preset must be tiny, fast or full, not {name!r}")
 
 

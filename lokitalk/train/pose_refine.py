@@ -69,14 +69,18 @@ class FramePoseCorrections(nn.Module):
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """A one-frame batch (data.rays.RaySampler.sample) -> the same batch at the corrected pose:
         rays, rotation and translation (what the deformation's pose input and rigid torso read)."""
-        row = self.rows(batch["frame"])[0]
-        turn, shift = rotation_from_vector(row[None, :3])[0], row[3:] * TRANSLATION_UNIT_M
-        device = turn.device
-        origins, directions = batch["origins"].to(device), batch["directions"].to(device)
-        rotation, translation = corrected_pose(batch["rotation"].to(device), batch["translation"].to(device), row)
+        device = self.table.weight.device
+        # in float32 whatever the autocast around it (the LPIPS patch step runs inside one): a ray
+        # origin 0.6 m away in bfloat16 is off by millimetres
+        with torch.autocast(device_type=device.type, enabled=False):
+            row = self.rows(batch["frame"])[0]
+            turn, shift = rotation_from_vector(row[None, :3])[0], row[3:] * TRANSLATION_UNIT_M
+            origins, directions = batch["origins"].to(device), batch["directions"].to(device)
+            rotation, translation = corrected_pose(batch["rotation"].to(device), batch["translation"].to(device), row)
+            origins, directions = (origins - shift) @ turn, directions @ turn  # rows: (Exp(w)^T (o - u))^T
         return {**batch,
-                "origins": (origins - shift) @ turn,  # rows: (Exp(w)^T (o - u))^T
-                "directions": directions @ turn,
+                "origins": origins,
+                "directions": directions,
                 "rotation": rotation,
                 "translation": translation}
 

@@ -172,22 +172,22 @@ def train(avatar_dir: Path, model_dir: Path, config: TrainConfig, device: str = 
     model_dir.mkdir(parents=True, exist_ok=True)
 
     frames = training_frames(avatar, config.train_seconds)
-    if config.pose_refinement:
-        if prior is not None:
-            raise InputError("pose refinement is not available with --prior yet: train without one of them")
-        # the model keeps the corrections' pose-dependent part for the frames it never trained on
-        config = replace(config, model=replace(config.model, pose_calibration=True))
+    if prior is not None:  # fine-tuning a prior does not refine poses (yet): the preset's setting is dropped
+        config = replace(config, pose_refinement=False)
     previous = json.loads((model_dir / "model.json").read_text()) if (model_dir / "model.json").exists() else {}
     if resume and previous:
         # a run continues with the signal inputs and position encoding it started with (folders
         # from before these settings: raw inputs, the preset's encoding)
         started = previous.get("train", {})
         config = replace(config, lip_input=started.get("lip_input", "raw"), eye_input=started.get("eye_input", "raw"),
-                         fine_deformation_seconds=started.get("fine_deformation_seconds"))
+                         fine_deformation_seconds=started.get("fine_deformation_seconds"),
+                         pose_refinement=bool(started.get("pose_refinement", False)))
         started_torso = previous.get("model", {}).get("deformation", {}).get("torso_motion", "learned")
         if config.model.deformation.kind == "region":
             config = replace(config, model=replace(config.model, deformation=replace(
                 config.model.deformation, torso_motion=started_torso)))
+    # the model keeps the corrections' pose-dependent part for the frames it never trained on
+    config = replace(config, model=replace(config.model, pose_calibration=config.pose_refinement))
     torch.manual_seed(config.seed)
     schedule = None
     if prior is None:
