@@ -91,7 +91,8 @@ class TrainConfig:
     # "Finer position encoding")
     fine_deformation_seconds: float | None = FINE_DEFORMATION_SECONDS
     # learn a pose correction for every training frame with the model (lokitalk.train.pose_refine);
-    # test frames and spoken video are rendered at their tracked poses
+    # the model keeps their pose-dependent part and applies it to every frame it renders
+    # (lokitalk.model.pose_calibration). On in `fast` and `full` (REFINE_POSES)
     pose_refinement: bool = False
     # SparseAdam on the corrections (radians and tenths of a metre). 2e-3 with beta2 0.999 (a first
     # try on id04 and id07): knots 4 frames apart differed by up to 3 degrees, max 8.6: noise

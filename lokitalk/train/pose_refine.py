@@ -2,7 +2,7 @@
 
 The tracker's poses (prepare.pose: a rigid fit to mediapipe landmarks) are off by up to a few
 degrees and millimetres on turned heads. With a trained model frozen, fitting one frame's pose to
-its pixels gains up to +1.2 dB on id04's training frames (yaw corrections up to 4°;
+its pixels gains up to +1.5 dB on id04's training frames (yaw corrections up to 4°;
 docs/RESULTS.md, "Per-frame pose refinement"). Such errors make the frames disagree about
 where a feature sits in the canonical space, which then averages them into a blur or a double
 image. Here every training frame n gets a correction (rotation vector w_n, translation u_n, in
