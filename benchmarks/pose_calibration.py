@@ -25,7 +25,7 @@ from safetensors.torch import load_file
 from lokitalk.data.avatar import load_avatar, training_frames
 from lokitalk.evaluate import metrics
 from lokitalk.evaluate.run import _lpips, reference_frames, render_test
-from lokitalk.model.pose_calibration import TRANSLATION_UNIT_M, calibrate, pose_features
+from lokitalk.model.pose_calibration import TRANSLATION_UNIT_M, calibrate, pose_feature_matrix
 from lokitalk.render.loading import load_trained
 from lokitalk.train.pose_refine import FramePoseCorrections, fit_pose_calibration
 
@@ -48,8 +48,7 @@ def main() -> None:
     corrections.load_state_dict({"table.weight": table})
     targets = corrections.rows(frames).detach().double().numpy()
     weights = fit_pose_calibration(avatar.rotation[frames], avatar.translation[frames], targets, args.ridge)
-    features = torch.stack([pose_features(torch.from_numpy(r), torch.from_numpy(t))
-                            for r, t in zip(avatar.rotation[frames], avatar.translation[frames])]).numpy()
+    features = pose_feature_matrix(avatar.rotation[frames], avatar.translation[frames])
     explained = 1.0 - ((targets - features @ weights) ** 2).sum(0) / ((targets - targets.mean(0)) ** 2).sum(0).clip(1e-12)
     own = None
     if trained.model.config.pose_calibration:  # the model's own fit: set aside, so both arms take one path
@@ -72,8 +71,7 @@ def main() -> None:
                 pose = calibrate({"rotation": torch.from_numpy(rotation[index]), "translation": torch.from_numpy(translation[index])},
                                  torch.from_numpy(weights))
                 rotation[index], translation[index] = pose["rotation"].numpy(), pose["translation"].numpy()
-            predicted = np.stack([pose_features(torch.from_numpy(r), torch.from_numpy(t)).numpy()
-                                  for r, t in zip(avatar.rotation[test], avatar.translation[test])]) @ weights
+            predicted = pose_feature_matrix(avatar.rotation[test], avatar.translation[test]) @ weights
             avatar = replace(avatar, rotation=rotation, translation=translation)
             row["test_correction_deg_rms"] = float(np.degrees(np.sqrt((predicted[:, :3] ** 2).sum(1).mean())))
         rendered, _ = render_test(trained, avatar, test)

@@ -15,6 +15,7 @@ training and applied by `render.frames.render_frame` to every frame it renders.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from .rigid import rotation_from_vector
@@ -37,6 +38,12 @@ def pose_features(rotation: torch.Tensor, translation: torch.Tensor) -> torch.Te
 
     vector = pose_vector(rotation, translation)
     return torch.cat([vector, torch.ones(1, dtype=vector.dtype, device=vector.device)])
+
+
+def pose_feature_matrix(rotations, translations) -> np.ndarray:
+    """Many poses [N,3,3], [N,3] (arrays) -> their features [N,7], float64."""
+    return np.stack([pose_features(torch.as_tensor(r, dtype=torch.float64), torch.as_tensor(t, dtype=torch.float64)).numpy()
+                     for r, t in zip(rotations, translations)])
 
 
 def calibrate(conditioning: dict[str, torch.Tensor], weights: torch.Tensor) -> dict[str, torch.Tensor]:

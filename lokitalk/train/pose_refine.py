@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from ..data.rays import pixel_rays
-from ..model.pose_calibration import FEATURES, TRANSLATION_UNIT_M, corrected_pose, pose_features
+from ..model.pose_calibration import FEATURES, TRANSLATION_UNIT_M, corrected_pose, pose_feature_matrix
 from ..model.rigid import rotation_from_vector
 
 
@@ -118,8 +118,7 @@ def fit_pose_calibration(rotations: np.ndarray, translations: np.ndarray, correc
     """Training frames' tracked poses [N,3,3], [N,3] and their corrections [N,6] -> the affine map
     [7,6] (lokitalk.model.pose_calibration) that best predicts the corrections from the poses:
     ridge regression on standardised pose features (the constant unpenalised), `ridge` x N."""
-    features = torch.stack([pose_features(torch.as_tensor(r, dtype=torch.float64), torch.as_tensor(t, dtype=torch.float64))
-                            for r, t in zip(rotations, translations)]).numpy()
+    features = pose_feature_matrix(rotations, translations)
     scale = np.append(features[:, :-1].std(0) + 1e-9, 1.0)
     scaled = features / scale
     penalty = ridge * len(features) * np.diag([1.0] * (FEATURES - 1) + [0.0])
