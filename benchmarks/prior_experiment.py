@@ -40,11 +40,14 @@ import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-# arm -> (deformation kind, starts from the prior, lip feature mapped to the prior's shared lip space)
-ARMS = {"prior_region": ("region", True, False), "scratch_region": ("region", False, False),
-        "scratch_global": ("global", False, False),
+# arm -> (deformation kind, starts from the prior, lip feature mapped to the prior's shared lip
+# space, refines the training frames' poses)
+ARMS = {"prior_region": ("region", True, False, False), "scratch_region": ("region", False, False, False),
+        "scratch_global": ("global", False, False, False),
         # isolates the prior's lip scaling (own PCA -> shared, unit-spread basis) from what it learned
-        "scratch_region_shared_lips": ("region", False, True)}
+        "scratch_region_shared_lips": ("region", False, True, False),
+        # fine-tuning with per-frame pose corrections (lokitalk.train.pose_refine)
+        "prior_region_refine": ("region", True, False, True)}
 
 
 def _seconds(value: str) -> float | None:
@@ -123,13 +126,13 @@ def run_arm(avatar_dir: Path, out: Path, arm: str, seconds: float | None, args, 
     from lokitalk.train.config import preset, with_steps, with_torso_motion
     from lokitalk.train.trainer import train
 
-    kind, use_prior, shared_lips = ARMS[arm]
+    kind, use_prior, shared_lips, refine_poses = ARMS[arm]
     every = max(1, args.steps // args.evals)
     # every arm's torso stage learns its motion, as a prior's must (train.prior.prior_model_config),
-    # and no arm refines poses, as fine-tuning a prior does not: the arms then differ by the prior
-    # and the deformation kind only
+    # and only the *_refine arm refines poses: the others then differ by the prior and the
+    # deformation kind only
     config = replace(with_torso_motion(with_steps(preset(args.preset, kind), args.steps), "learned"),
-                     pose_refinement=False, train_seconds=seconds, checkpoint_every=every, log_every=min(10, every),
+                     pose_refinement=refine_poses, train_seconds=seconds, checkpoint_every=every, log_every=min(10, every),
                      compile=args.compile, seed=seed)
     if use_prior and args.finetune_schedule:
         config = replace(config, finetune_schedule=tuple(float(v) for v in args.finetune_schedule.split(",")))
@@ -259,7 +262,7 @@ def frame_metrics(out: Path, avatars: Path) -> None:
 
 
 COLOURS = {"prior_region": "tab:green", "scratch_region": "tab:blue", "scratch_global": "tab:orange",
-           "scratch_region_shared_lips": "tab:purple"}
+           "scratch_region_shared_lips": "tab:purple", "prior_region_refine": "tab:olive"}
 
 
 def plot(out: Path) -> None:
@@ -333,7 +336,7 @@ def claims_table(results: dict, metrics: list[str]) -> str:
         reach = []
         for run in runs:
             other = scratch.get(run.get("seed", 0))
-            if arm == "prior_region" and other is not None:
+            if ARMS[arm][1] and other is not None:  # a prior arm
                 target = other["curve"][-1]["psnr"]
                 hit = next((p["step"] for p in run["curve"] if p["psnr"] >= target), None)
                 reach.append(f"{hit}" if hit is not None else "never")

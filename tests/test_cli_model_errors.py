@@ -38,7 +38,6 @@ def test_train_rejects_bad_options(tmp_path, capsys):
                          (["--torso-motion", "elastic"], "--torso-motion"),
                          (["--deformation", "global", "--torso-motion", "rigid"], "needs region deformation"),
                          (["--prior", tmp_path, "--torso-motion", "rigid"], "cannot fine-tune a prior"),
-                         (["--prior", tmp_path, "--refine-poses"], "--refine-poses cannot fine-tune a prior"),
                          (["--finetune-schedule", "0.1,1,1"], "needs --prior"),
                          (["--prior", tmp_path, "--finetune-schedule", "0.1,1"], "FRACTION,NETS,GRID"),
                          (["--prior", tmp_path, "--finetune-schedule", "a,b,c"], "FRACTION,NETS,GRID"),
@@ -48,6 +47,22 @@ def test_train_rejects_bad_options(tmp_path, capsys):
         code, err = run_cli(["train", tmp_path, "--out", tmp_path / "m", *args], capsys)
         assert_one_line_error(code, err, needle)
         assert not (tmp_path / "m").exists()
+
+
+def test_train_with_a_prior_refines_poses_only_when_asked(tmp_path, capsys, monkeypatch):
+    """`fast` refines poses from scratch; fine-tuning a prior does not unless --refine-poses says
+    so (the setting that reaches the trainer)."""
+    import lokitalk.train.trainer as trainer
+
+    seen = []
+    monkeypatch.setattr(trainer, "train", lambda avatar, out, config, **kwargs: (
+        seen.append((config.pose_refinement, kwargs.get("prior"))), {"finished": True})[1])
+    for args, refined in (([], True), (["--prior", tmp_path], False),
+                          (["--prior", tmp_path, "--refine-poses"], True), (["--no-refine-poses"], False)):
+        code, err = run_cli(["train", tmp_path, "--out", tmp_path / "m", "--preset", "fast", "-q", *args], capsys)
+        assert code in (0, None), err
+        assert seen[-1] == (refined, tmp_path if "--prior" in args else None)
+    assert len(seen) == 4
 
 
 def test_render_and_evaluate_need_a_trained_model(tmp_path, capsys):

@@ -75,18 +75,24 @@ def read_log(path):
         return [(int(r["step"]), float(r["loss"])) for r in csv.DictReader(handle)]
 
 
-def test_the_prior_beats_from_scratch_on_a_new_identity(identities, tmp_path):
+@pytest.fixture(scope="module")
+def prior(identities, tmp_path_factory):
+    """A prior pretrained on two of the three identities (cy is held out)."""
+    from lokitalk.train.pretrain import PretrainConfig, pretrain
+
+    out = tmp_path_factory.mktemp("pretrained")
+    config = PretrainConfig(train=micro_config(240), identity=MICRO_IDENTITY, identities_per_step=2)
+    summary = pretrain([identities["ann"], identities["bob"]], out, config, device="cpu", show_progress=False)
+    assert summary["finished"]
+    return out / "prior"
+
+
+def test_the_prior_beats_from_scratch_on_a_new_identity(identities, prior, tmp_path):
     from lokitalk.evaluate import metrics
     from lokitalk.evaluate.run import render_test
     from lokitalk.data.avatar import load_avatar, resize_image
     from lokitalk.render.loading import load_trained
-    from lokitalk.train.pretrain import PretrainConfig, pretrain
     from lokitalk.train.trainer import train
-
-    config = PretrainConfig(train=micro_config(240), identity=MICRO_IDENTITY, identities_per_step=2)
-    summary = pretrain([identities["ann"], identities["bob"]], tmp_path / "pre", config, device="cpu",
-                       show_progress=False)
-    assert summary["finished"] and (tmp_path / "pre" / "prior" / "prior.json").exists()
 
     def test_psnr(model_dir):
         trained = load_trained(model_dir)
@@ -99,11 +105,47 @@ def test_the_prior_beats_from_scratch_on_a_new_identity(identities, tmp_path):
 
     steps = 30
     train(identities["cy"], tmp_path / "prior_ft", micro_config(steps), device="cpu", show_progress=False,
-          prior=tmp_path / "pre" / "prior")
+          prior=prior)
     train(identities["cy"], tmp_path / "scratch", micro_config(steps), device="cpu", show_progress=False)
     with_prior, scratch = test_psnr(tmp_path / "prior_ft"), test_psnr(tmp_path / "scratch")
     print(f"test PSNR after {steps} steps: prior {with_prior:.2f} dB, from scratch {scratch:.2f} dB")
     assert with_prior > scratch + 2.0
+
+
+def test_fine_tuning_a_prior_can_refine_poses_and_keeps_their_calibration(identities, prior, tmp_path):
+    """With pose refinement a fine-tune learns corrections (resumed on the same trajectory after a
+    kill), and the finished model keeps the fit of their pose-dependent part beside the prior's
+    weights and the person's parts: what rendering applies to unseen frames."""
+    import torch
+    from safetensors.torch import load_file
+
+    from lokitalk.data.avatar import load_avatar, training_frames
+    from lokitalk.render.loading import load_trained
+    from lokitalk.train.pose_refine import FramePoseCorrections, fit_pose_calibration
+    from lokitalk.train.trainer import train
+
+    config = replace(micro_config(40), pose_refinement=True, pose_start=0.25, pose_lr=1e-2, pose_knot_frames=2)
+    summary = train(identities["cy"], tmp_path / "straight", config, device="cpu", show_progress=False,
+                    prior=prior)
+    assert summary["finished"] and summary["pose_corrections"]["rotation_deg_max"] > 0.01
+    train(identities["cy"], tmp_path / "killed", config, device="cpu", show_progress=False, prior=prior,
+          stop_after=30)
+    train(identities["cy"], tmp_path / "killed", config, device="cpu", show_progress=False, prior=prior,
+          resume=True)
+    straight = load_file(str(tmp_path / "straight" / "model.safetensors"))["poses.table.weight"]
+    resumed = load_file(str(tmp_path / "killed" / "model.safetensors"))["poses.table.weight"]
+    torch.testing.assert_close(resumed, straight, rtol=1e-3, atol=1e-6)
+
+    data = load_avatar(identities["cy"])
+    frames = training_frames(data, None)
+    corrections = FramePoseCorrections(data.num_frames, frames, 2)
+    corrections.load_state_dict({"table.weight": straight})
+    rows = corrections.rows(frames).detach().double().numpy()
+    model = load_trained(tmp_path / "straight").model
+    assert model.config.pose_calibration and model.config.identity is not None
+    expected = fit_pose_calibration(data.rotation[frames], data.translation[frames], rows)
+    assert np.abs(expected).max() > 0
+    np.testing.assert_allclose(model.pose_calibration.numpy(), expected, atol=1e-9)
 
 
 def test_a_killed_pretraining_resumes_on_the_same_trajectory(identities, tmp_path):

@@ -220,17 +220,21 @@ def finetune_schedule(seconds: float, steps: int,
     return FinetuneSchedule(min(int(0.05 * steps), IDENTITY_ONLY_MAX_STEPS["more"]), 1.0, 1.0)
 
 
-def finetune_model(prior: Prior, avatar, frames: np.ndarray, device: torch.device) -> TalkingHead:
+def finetune_model(prior: Prior, avatar, frames: np.ndarray, device: torch.device,
+                   pose_calibration: bool = False) -> TalkingHead:
     """A single-person model from the prior: shared weights copied, the person's parts from the
-    ID encoder applied to `frames` (its training frames), its lip map from the same frames."""
-    config = prior.model_config
+    ID encoder applied to `frames` (its training frames), its lip map from the same frames.
+    `pose_calibration`: the model holds a pose correction (identity until a pose-refining
+    fine-tune fits it: lokitalk.model.pose_calibration)."""
+    config = replace(prior.model_config, pose_calibration=pose_calibration)
     own = avatar.lip_feature.shape[1]
     if own != config.identity.source_lip_dim:
         raise InputError(f"avatar {avatar.root} has {own} lip features, the prior expects "
                          f"{config.identity.source_lip_dim}")
     model = TalkingHead(config)
     missing, unexpected = model.load_state_dict(prior.head, strict=False)
-    if unexpected or any(not k.startswith("identity.") for k in missing):
+    # the person's parts and the pose correction are the model's own, not the prior's
+    if unexpected or any(not k.startswith("identity.") and k != "pose_calibration" for k in missing):
         raise InputError(f"prior weights do not fit its own model config (missing {missing[:3]}, "
                          f"unexpected {unexpected[:3]})")
     encoder = prior.build_encoder()

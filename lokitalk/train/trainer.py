@@ -172,8 +172,6 @@ def train(avatar_dir: Path, model_dir: Path, config: TrainConfig, device: str = 
     model_dir.mkdir(parents=True, exist_ok=True)
 
     frames = training_frames(avatar, config.train_seconds)
-    if prior is not None:  # fine-tuning a prior does not refine poses (yet): the preset's setting is dropped
-        config = replace(config, pose_refinement=False)
     previous = json.loads((model_dir / "model.json").read_text()) if (model_dir / "model.json").exists() else {}
     if resume and previous:
         # a run continues with the signal inputs and position encoding it started with (folders
@@ -196,7 +194,7 @@ def train(avatar_dir: Path, model_dir: Path, config: TrainConfig, device: str = 
     else:
         from .prior import finetune_model, finetune_schedule, load_prior
 
-        model = finetune_model(load_prior(prior), avatar, frames, dev)
+        model = finetune_model(load_prior(prior), avatar, frames, dev, pose_calibration=config.pose_refinement)
         schedule = finetune_schedule(len(frames) / avatar.fps, config.steps, config.finetune_schedule)
     model.track_displacement = config.displacement_weight > 0  # before compiling: the compiled path reads it
     field_cfg = model.config.field
