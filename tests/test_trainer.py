@@ -414,3 +414,25 @@ def test_bad_pose_refinement_settings_are_refused(avatar, tmp_path, setting, mes
     with pytest.raises(InputError, match=message):
         train(avatar, tmp_path / "m", replace(micro_config(2), pose_refinement=True, **setting), device="cpu",
               show_progress=False)
+
+
+def test_evaluation_baselines_use_the_frames_the_model_trained_on(avatar, tmp_path):
+    """A model trained on the first second only is compared with baselines built from that second,
+    not from the whole train split it never saw."""
+    from lokitalk.data.avatar import load_avatar, resize_image, training_frames
+    from lokitalk.evaluate import metrics
+    from lokitalk.evaluate.run import evaluate
+
+    train(avatar, tmp_path / "m", replace(micro_config(2), train_seconds=1.0), device="cpu", show_progress=False)
+    baselines = evaluate(tmp_path / "m", device="cpu", write_video=False)["baselines"]
+    data = load_avatar(avatar)
+    seen = training_frames(data, 1.0)
+    assert 0 < len(seen) < len(data.split.train) and baselines["training_frames"] == len(seen)
+    camera = data.camera.scaled(micro_config().image_scale)
+    frames = lambda indices: np.stack([resize_image(data.frame(int(i)), camera) for i in indices])  # noqa: E731
+    real = frames(data.split.test)
+    assert baselines["mean_image_psnr"] == pytest.approx(metrics.mean_image_baseline(frames(seen), real), abs=1e-9)
+    assert baselines["nearest_training_frame_psnr"] == pytest.approx(
+        metrics.nearest_frame_baseline(frames(seen), real), abs=1e-9)
+    assert baselines["mean_image_psnr"] != pytest.approx(
+        metrics.mean_image_baseline(frames(data.split.train), real), abs=1e-6)

@@ -82,9 +82,16 @@ def wrap(module: nn.Module, info: DistInfo) -> nn.Module:
     """DDP around the shared weights under torchrun (the module itself in a plain single process)."""
     if not info.enabled:
         return module
+    import warnings
+
     from torch.nn.parallel import DistributedDataParallel
 
-    return DistributedDataParallel(module, broadcast_buffers=False)
+    # buffers stay each rank's own (no sync at init or in forward). torch 2.13 deprecates the flag
+    # but says to keep it until its replacement can skip the sync at init; torch 2.11 (the GPU
+    # machine) has no replacement at all
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*broadcast_buffers.*", category=FutureWarning)
+        return DistributedDataParallel(module, broadcast_buffers=False)
 
 
 def mean_over_ranks(value: float, info: DistInfo) -> float:
