@@ -179,7 +179,7 @@ def train(
                                                 "correction for every training frame with the model; the model "
                                                 "keeps their pose-dependent part and applies it to every frame it "
                                                 "renders (default: the preset's, on for fast and full, off for "
-                                                "tiny; off with --prior)."),
+                                                "tiny; with --prior too)."),
     finetune_schedule: Optional[str] = typer.Option(None, "--finetune-schedule", metavar="FRACTION,NETS,GRID",
                                                     help="With --prior: the share of steps where only the "
                                                     "person's parts learn, then the shared nets' and grid's "
@@ -191,7 +191,7 @@ def train(
 ) -> None:
     """Train the talking head of one person on the avatar's training frames."""
     from .train.config import preset as make_preset
-    from .train.config import for_prior, with_steps, with_torso_motion
+    from .train.config import with_steps, with_torso_motion
     from .train.trainer import train as run_train
 
     if deformation not in ("region", "global"):
@@ -206,8 +206,6 @@ def train(
     config = replace(with_steps(make_preset(preset, deformation), steps), lip_input=lip_input)
     if eye_input is not None:
         config = replace(config, eye_input=eye_input)
-    if prior is not None:
-        config = for_prior(config)
     if refine_poses is not None:
         config = replace(config, pose_refinement=refine_poses)
     if torso_motion == "rigid" and prior is not None:

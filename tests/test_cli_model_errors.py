@@ -49,20 +49,23 @@ def test_train_rejects_bad_options(tmp_path, capsys):
         assert not (tmp_path / "m").exists()
 
 
-def test_train_with_a_prior_refines_poses_only_when_asked(tmp_path, capsys, monkeypatch):
-    """`fast` refines poses from scratch; fine-tuning a prior does not unless --refine-poses says
-    so (the setting that reaches the trainer)."""
+def test_train_refines_poses_as_the_preset_says_with_or_without_a_prior(tmp_path, capsys, monkeypatch):
+    """`fast` refines poses, from scratch and fine-tuning a prior alike, `tiny` does not, and the
+    flags override both (the setting that reaches the trainer)."""
     import lokitalk.train.trainer as trainer
 
     seen = []
     monkeypatch.setattr(trainer, "train", lambda avatar, out, config, **kwargs: (
         seen.append((config.pose_refinement, kwargs.get("prior"))), {"finished": True})[1])
-    for args, refined in (([], True), (["--prior", tmp_path], False),
-                          (["--prior", tmp_path, "--refine-poses"], True), (["--no-refine-poses"], False)):
-        code, err = run_cli(["train", tmp_path, "--out", tmp_path / "m", "--preset", "fast", "-q", *args], capsys)
+    cases = ((["--preset", "fast"], True), (["--preset", "fast", "--prior", tmp_path], True),
+             (["--preset", "fast", "--prior", tmp_path, "--no-refine-poses"], False),
+             (["--preset", "tiny", "--prior", tmp_path], False), (["--preset", "tiny", "--refine-poses"], True),
+             (["--preset", "fast", "--no-refine-poses"], False))
+    for args, refined in cases:
+        code, err = run_cli(["train", tmp_path, "--out", tmp_path / "m", "-q", *args], capsys)
         assert code in (0, None), err
         assert seen[-1] == (refined, tmp_path if "--prior" in args else None)
-    assert len(seen) == 4
+    assert len(seen) == len(cases)
 
 
 def test_render_and_evaluate_need_a_trained_model(tmp_path, capsys):

@@ -212,7 +212,7 @@ def _step_prepare(out: Path, config: DemoConfig, device: str, results: dict, sho
 
 
 def _step_train(out: Path, config: DemoConfig, device: str, results: dict, show: _Display) -> dict:
-    from ..train.config import for_prior, preset, with_steps
+    from ..train.config import preset, with_steps
     from ..train.trainer import train
 
     model = out / "model"
@@ -231,7 +231,6 @@ def _step_train(out: Path, config: DemoConfig, device: str, results: dict, show:
         if "prior" not in inspect.signature(train).parameters:
             raise RuntimeError("this LokiTalk has no training from a prior yet (lokitalk pretrain)")
         kwargs["prior"] = config.prior
-        train_config = for_prior(train_config)
     if resume:
         show.print("  resuming the training from its last checkpoint")
     summary = train(out / "avatar", model, train_config, device=device, resume=resume,
