@@ -352,7 +352,7 @@ def test_fast_and_full_region_models_get_a_rigid_torso_with_the_training_frames_
 
 def test_a_pose_refining_run_learns_centred_corrections_and_resumes_them(avatar, tmp_path):
     """Corrections move once `pose_start` has passed, keep a zero mean over the training frames
-    (test frames are rendered at their tracked poses), are checkpointed with their optimizer, and
+    (the common part is a gauge), are checkpointed with their optimizer and their calibration, and
     a killed run resumes them on the same trajectory."""
     from safetensors.torch import load_file
 
@@ -363,21 +363,31 @@ def test_a_pose_refining_run_learns_centred_corrections_and_resumes_them(avatar,
     summary = train(avatar, tmp_path / "straight", config, device="cpu", show_progress=False)
     assert summary["pose_corrections"]["rotation_deg_max"] > 0.01
     train(avatar, tmp_path / "killed", config, device="cpu", show_progress=False, stop_after=30)
+    # every checkpoint, not only the last, holds the calibration of the corrections it holds, so
+    # a killed run's model renders unseen frames as the finished one would
+    from lokitalk.train.pose_refine import fit_pose_calibration
+
+    data = load_avatar(avatar)
+    frames = training_frames(data, None)
+    partial = load_file(str(tmp_path / "killed" / "checkpoint.safetensors"))
+    so_far = FramePoseCorrections(len(data.rotation), frames, 2)
+    so_far.load_state_dict({"table.weight": partial["poses.table.weight"]})
+    fitted = fit_pose_calibration(data.rotation[frames], data.translation[frames],
+                                  so_far.rows(frames).detach().double().numpy())
+    assert np.abs(fitted).max() > 0
+    np.testing.assert_allclose(partial["model.pose_calibration"].numpy(), fitted, atol=1e-9)
     train(avatar, tmp_path / "killed", config, device="cpu", show_progress=False, resume=True)
     straight = load_file(str(tmp_path / "straight" / "model.safetensors"))["poses.table.weight"]
     resumed = load_file(str(tmp_path / "killed" / "model.safetensors"))["poses.table.weight"]
     torch.testing.assert_close(resumed, straight, rtol=1e-3, atol=1e-6)
-    frames = training_frames(load_avatar(avatar), None)
-    corrections = FramePoseCorrections(len(load_avatar(avatar).rotation), frames, 2)
+    corrections = FramePoseCorrections(len(data.rotation), frames, 2)
     corrections.load_state_dict({"table.weight": straight})
     rows = corrections.rows(frames).detach()
     assert rows.abs().max() > 1e-4
     torch.testing.assert_close(rows.mean(0), torch.zeros(6), atol=1e-6, rtol=0)
     # the finished model keeps the corrections' pose-dependent part, which rendering applies
     from lokitalk.render.loading import load_trained
-    from lokitalk.train.pose_refine import fit_pose_calibration
 
-    data = load_avatar(avatar)
     model = load_trained(tmp_path / "straight").model
     assert model.config.pose_calibration
     expected = fit_pose_calibration(data.rotation[frames], data.translation[frames], rows.double().numpy())

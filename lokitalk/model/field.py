@@ -98,7 +98,7 @@ class ModelConfig:
     deformation: DeformationConfig = dc_field(default_factory=DeformationConfig)
     identity: "IdentityConfig | None" = None  # set: a multi-identity (prior) model
     # the model holds an affine pose correction (model.pose_calibration) that rendering applies to
-    # every pose: set by training with pose refinement, fitted at its end
+    # every pose: set by training with pose refinement, fitted at each of its checkpoints
     pose_calibration: bool = False
 
 

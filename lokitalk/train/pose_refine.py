@@ -24,7 +24,7 @@ tracker's errors are smooth over a few frames anyway (its poses are smoothed ove
 The corrections are a gauge: moving every frame's pose by one common transform and the canonical
 space by its inverse renders the same images. Frames not trained on have only their tracked pose,
 so the common part must stay zero: after each step the corrections' mean over the training frames
-is subtracted (`recentre`). Only the frame-to-frame disagreement is learned; at the end of training
+is subtracted (`recentre`). Only the frame-to-frame disagreement is learned; at every checkpoint
 its pose-dependent part is fitted as an affine map of the tracked pose (`fit_pose_calibration`),
 which the model keeps and rendering applies to every frame (lokitalk.model.pose_calibration).
 """

@@ -263,7 +263,17 @@ def train(avatar_dir: Path, model_dir: Path, config: TrainConfig, device: str = 
             poses.load_state_dict({k[len("poses."):]: v for k, v in tensors.items() if k.startswith("poses.")})
             pose_optimizer.load_state_dict(state["pose_optimizer"])
 
+    def fit_calibration() -> None:
+        """The model's pose correction for frames not trained on: the part of the corrections so
+        far that the tracked pose predicts (rendering alone reads it, so any checkpoint renders
+        as the finished model would, and training is unchanged)."""
+        with torch.no_grad():
+            model.pose_calibration.copy_(torch.from_numpy(fit_pose_calibration(
+                avatar.rotation[frames], avatar.translation[frames], poses.rows(frames).double().cpu().numpy())))
+
     def checkpoint(step: int) -> None:
+        if poses is not None:
+            fit_calibration()
         tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
         # safetensors has bool, but one float dtype keeps the file simple for other readers
         tensors.update({f"grid.{k}": v.float() if v.dtype == torch.bool else v for k, v in grid.state_dict().items()})
@@ -292,7 +302,6 @@ def train(avatar_dir: Path, model_dir: Path, config: TrainConfig, device: str = 
     progress = progress_bar("train", show_progress, config.steps, start_step)
     started = time.perf_counter()
     last_loss = float("nan")
-    step = start_step
     try:
         for step in range(start_step, config.steps):
             if stop_after is not None and step - start_step >= stop_after:
@@ -337,13 +346,6 @@ def train(avatar_dir: Path, model_dir: Path, config: TrainConfig, device: str = 
             if done % config.checkpoint_every == 0 or done == config.steps:
                 checkpoint(done)
             progress(done, last_loss)
-        else:
-            step = config.steps
-        if poses is not None and step >= config.steps:  # finished: fit the model's pose correction
-            with torch.no_grad():
-                model.pose_calibration.copy_(torch.from_numpy(fit_pose_calibration(
-                    avatar.rotation[frames], avatar.translation[frames], poses.rows(frames).double().cpu().numpy())))
-            checkpoint(config.steps)
     finally:
         log_file.close()
         progress(None, None)
