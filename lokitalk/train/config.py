@@ -123,8 +123,8 @@ RIGID_TORSO = "rigid"
 # clips against session 13's defaults: PSNR +0.18 / +0.28 (id04), +0.17 (id07), +1.26 / +1.35 (id05),
 # -0.10 (id01); LPIPS better on all 6; lip r and LMD mixed (docs/RESULTS.md, "Per-frame pose
 # refinement"). With 5 s of video: from scratch id05 +2.58 / +3.15 dB, id04 level (LPIPS better on both);
-# fine-tuning a prior (which follows the preset too), 4 runs on id04 and id05: +0.44 to +1.03 dB and
-# LPIPS better on all 4, LMD better on id05 and worse on id04 (docs/RESULTS.md, "Pose refinement with
+# fine-tuning a prior (which follows the preset too), 6 runs on id04 and id05: +0.44 to +1.03 dB and
+# LPIPS better on all 6, LMD better on id05 and worse on id04 (docs/RESULTS.md, "Pose refinement with
 # 5 s of video"). `tiny` is unmeasured and keeps it off
 REFINE_POSES = True
 
