@@ -45,7 +45,8 @@ def main() -> None:
             found |= {"blink_amp": blink["blink_amp"], "blink_closes": blink["closes_fraction"]}
         run["metrics"].update(found)
         print(f"{run['avatar']} {run['arm']}: " + ", ".join(
-            f"{k} {found.get(k)}" for k in ("lmd", "eye_ratio_error", "landmark_frames", "lip_amp", "lip_r",
+            f"{k} {found.get(k)}" for k in ("lmd", "lmd_mouth_shape", "mouth_offset_px", "eye_ratio_error",
+                                            "landmark_frames", "lip_amp", "lip_r",
                                             "blink_amp", "blink_closes")), flush=True)
     tmp = args.results / "results.json.tmp"
     tmp.write_text(json.dumps(results, indent=2))

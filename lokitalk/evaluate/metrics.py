@@ -36,6 +36,30 @@ def landmark_distance_per_frame(pred: np.ndarray, real: np.ndarray, ids: np.ndar
     return np.linalg.norm(pred[:, ids, :2] - real[:, ids, :2], axis=-1).mean(axis=1)
 
 
+def mouth_offset_and_shape(pred: np.ndarray, real: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """LMD split in two, per frame [N]: how far the mouth's centroid is off (px), and the LMD of
+    the landmarks once each mouth is moved onto its centroid (its shape: opening, width, lip
+    sync). On turned heads a model can render the right lips a few pixels aside (its face
+    surface off in depth: lokitalk.evaluate.geometry), which plain LMD cannot tell from bad lips."""
+    p, r = pred[:, ids, :2].astype(np.float64), real[:, ids, :2].astype(np.float64)
+    offset = p.mean(1) - r.mean(1)
+    shape = np.linalg.norm((p - p.mean(1, keepdims=True)) - (r - r.mean(1, keepdims=True)), axis=-1).mean(1)
+    return np.linalg.norm(offset, axis=-1), shape
+
+
+def mouth_offset_and_shape_reference(pred: np.ndarray, real: np.ndarray, ids: np.ndarray) -> tuple[list, list]:
+    """Slow reference: frame by frame, landmark by landmark."""
+    offsets, shapes = [], []
+    for p_frame, r_frame in zip(pred, real):
+        cp = [sum(float(p_frame[i, a]) for i in ids) / len(ids) for a in (0, 1)]
+        cr = [sum(float(r_frame[i, a]) for i in ids) / len(ids) for a in (0, 1)]
+        offsets.append(((cp[0] - cr[0]) ** 2 + (cp[1] - cr[1]) ** 2) ** 0.5)
+        distances = [((p_frame[i, 0] - cp[0] - r_frame[i, 0] + cr[0]) ** 2
+                      + (p_frame[i, 1] - cp[1] - r_frame[i, 1] + cr[1]) ** 2) ** 0.5 for i in ids]
+        shapes.append(sum(distances) / len(ids))
+    return offsets, shapes
+
+
 def mean_image_baseline(train_frames: np.ndarray, test_frames: np.ndarray) -> float:
     mean = train_frames.astype(np.float64).mean(0)
     return float(np.mean([psnr(mean, t) for t in test_frames]))

@@ -62,9 +62,11 @@ def _lip_and_eye_metrics(rendered: np.ndarray, avatar: Avatar, frames: np.ndarra
     lmd = metrics.landmark_distance(points[ok], real[ok], template.mouth_points)
     lmd_frames = np.full(len(frames), np.nan)  # NaN where no face was found in the rendered frame
     lmd_frames[ok] = metrics.landmark_distance_per_frame(points[ok], real[ok], template.mouth_points)
+    offset, shape = metrics.mouth_offset_and_shape(points[ok], real[ok], template.mouth_points)
     rendered_eyes = eye_ratio(align_to_head_frame(points[ok], template), template)
     eye_error = float(np.abs(rendered_eyes - avatar.eye_ratio[frames][ok]).mean())
-    return {"lmd": lmd, "eye_ratio_error": eye_error, "landmark_frames": int(ok.sum()), "lmd_frames": lmd_frames}
+    return {"lmd": lmd, "lmd_mouth_shape": float(shape.mean()), "mouth_offset_px": float(offset.mean()),
+            "eye_ratio_error": eye_error, "landmark_frames": int(ok.sum()), "lmd_frames": lmd_frames}
 
 
 def evaluate(model_dir: Path, max_frames: int | None = None, device: str = "cpu", write_video: bool = True,
@@ -105,6 +107,10 @@ def evaluate(model_dir: Path, max_frames: int | None = None, device: str = "cpu"
     result["image_scale"] = trained.image_scale
     result["error_budget"] = error_budget(rendered, real, labels, resize_image(avatar.background(), camera))
     probe_frames = frames[np.linspace(0, len(frames) - 1, min(5, len(frames))).round().astype(int)]
+    face_depth = _face_depth(trained, avatar, frames)
+    if face_depth is not None:
+        per_frame["face_depth_error_cm"] = face_depth
+        result["face_depth_error_cm"] = float(np.nanmedian(face_depth))
     result["deformation"] = stage_displacements(trained.model, [frame_conditioning(avatar, int(i)) for i in probe_frames])
     trained_on = training_frames(avatar, trained.meta.get("train", {}).get("train_seconds"))
     novel, distance = novel_view_mask(avatar.rotation, frames, trained_on)
@@ -151,6 +157,21 @@ def error_budget(rendered: np.ndarray, real: np.ndarray, labels: np.ndarray, pla
         plates = np.broadcast_to(plate, real.shape)
         budget["background"]["plate_psnr"] = metrics.psnr(plates, real, background)
     return budget
+
+
+def _face_depth(trained: TrainedModel, avatar: Avatar, frames: np.ndarray) -> np.ndarray | None:
+    """Per-frame face depth error (cm, lokitalk.evaluate.geometry), or None for an avatar without
+    a fitted face shape."""
+    from ..errors import InputError
+    from ..train.face_depth import load_face_depth_points
+    from .geometry import face_depth_errors
+
+    try:
+        face = load_face_depth_points(avatar.root)
+    except InputError:
+        return None
+    with trained.acceleration.autocast(trained.device):
+        return face_depth_errors(trained.model, trained.grid, trained.render_config, avatar, frames, face)
 
 
 def _lpips(rendered: np.ndarray, real: np.ndarray, chunk: int = 8) -> np.ndarray | None:

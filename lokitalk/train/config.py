@@ -99,6 +99,13 @@ class TrainConfig:
     pose_lr: float = 5e-4
     pose_knot_frames: int = 4  # corrections on knots every N frames, linear between (1: one per frame)
     pose_start: float = 0.1  # share of the steps before the corrections move (the field must exist first)
+    # rays through the avatar's fitted face points (pose.npz shape) whose rendered termination is
+    # pulled to the point, in cm (lokitalk.train.face_depth): the depth a few frontal seconds leave
+    # open. 0: off. `face_depth_rays` per step, only points facing the camera by more than
+    # `face_depth_min_facing` (cosine)
+    face_depth_weight: float = 0.0
+    face_depth_rays: int = 128
+    face_depth_min_facing: float = 0.3
 
 
 # The eye ratio at unit scale in `fast` and `full`. `fast`, 3000 steps, 8 pairs on 4 clips: on the

@@ -35,6 +35,7 @@ from ..render.frames import render_batch
 from .accelerate import accelerate_model, resolve
 from .checkpoint import load_checkpoint, model_config_to_dict, save_checkpoint
 from .config import TrainConfig, lpips_patch_regions, training_rays
+from .face_depth import face_depth_batch, face_depth_loss, load_face_depth_points
 from .pose_refine import FramePoseCorrections, fit_pose_calibration
 from .losses import attention_loss, batch_speech, displacement_loss, opacity_loss, photometric_loss, psnr
 from .progress import progress_bar
@@ -232,6 +233,12 @@ def train(avatar_dir: Path, model_dir: Path, config: TrainConfig, device: str = 
                                                           patch_regions=lpips_patch_regions(config)),
                                    frames=frames, seed=config.seed + 1)
     lpips_first_step = int(round(config.lpips_start * config.steps))
+    face, depth_rng = None, np.random.default_rng(config.seed + 2)
+    if config.face_depth_weight > 0:
+        if config.face_depth_rays < 1 or not -1.0 <= config.face_depth_min_facing < 1.0:
+            raise InputError(f"face depth needs face_depth_rays >= 1 and face_depth_min_facing in [-1, 1), "
+                             f"not {config.face_depth_rays} and {config.face_depth_min_facing}")
+        face = load_face_depth_points(avatar_dir)
 
     # a stable id for this model: it names the model in every watermark and manifest it stamps
     model_id = previous.get("model_id") or uuid.uuid4().hex
@@ -257,6 +264,8 @@ def train(avatar_dir: Path, model_dir: Path, config: TrainConfig, device: str = 
         sampler.rng.bit_generator.state = state["sampler_rng"]
         if patch_sampler is not None and "patch_rng" in state:
             patch_sampler.rng.bit_generator.state = state["patch_rng"]
+        if state.get("depth_rng") is not None:
+            depth_rng.bit_generator.state = state["depth_rng"]
         generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         if poses is not None:
@@ -284,6 +293,7 @@ def train(avatar_dir: Path, model_dir: Path, config: TrainConfig, device: str = 
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "sampler_rng": sampler.rng.bit_generator.state, "generator": generator.get_state(),
             "patch_rng": patch_sampler.rng.bit_generator.state if patch_sampler is not None else None,
+            "depth_rng": depth_rng.bit_generator.state if face is not None else None,
             "torch_rng": torch.get_rng_state()})
 
     def update_grid(step: int) -> None:
@@ -307,8 +317,11 @@ def train(avatar_dir: Path, model_dir: Path, config: TrainConfig, device: str = 
             if stop_after is not None and step - start_step >= stop_after:
                 break
             batch = sampler.sample()
+            depth_batch = None if face is None else face_depth_batch(
+                batch, face, config.face_depth_rays, config.face_depth_min_facing, depth_rng)
             if poses is not None:
                 batch = poses(batch)
+                depth_batch = None if depth_batch is None else poses(depth_batch)
             with accel.autocast(dev):
                 out = render_batch(model, batch, grid, render_cfg, generator)
             target = batch["rgb"].to(dev)
@@ -320,6 +333,11 @@ def train(avatar_dir: Path, model_dir: Path, config: TrainConfig, device: str = 
                                                                          config.neck_attention == "free")
             if config.displacement_weight > 0 and (config.displacement_steps is None or step < config.displacement_steps):
                 loss = loss + config.displacement_weight * displacement_loss(out.extras, config.displacement_unattended)
+            if depth_batch is not None:
+                with accel.autocast(dev):
+                    depth_out = render_batch(model, depth_batch, grid, render_cfg, generator)
+                loss = loss + config.face_depth_weight * face_depth_loss(depth_out.depth.float(), depth_out.opacity.float(),
+                                                                         depth_batch["depth_target"])
             if lpips_net is not None and step >= lpips_first_step and step % config.lpips_every == 0:
                 with accel.autocast(dev):
                     loss = loss + config.lpips_weight * _patch_lpips(model, patch_sampler, lpips_net, grid,
