@@ -41,13 +41,16 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 # arm -> (deformation kind, starts from the prior, lip feature mapped to the prior's shared lip
-# space, refines the training frames' poses)
-ARMS = {"prior_region": ("region", True, False, False), "scratch_region": ("region", False, False, False),
-        "scratch_global": ("global", False, False, False),
+# space, refines the training frames' poses, face depth supervision)
+ARMS = {"prior_region": ("region", True, False, False, False), "scratch_region": ("region", False, False, False, False),
+        "scratch_global": ("global", False, False, False, False),
         # isolates the prior's lip scaling (own PCA -> shared, unit-spread basis) from what it learned
-        "scratch_region_shared_lips": ("region", False, True, False),
+        "scratch_region_shared_lips": ("region", False, True, False, False),
         # fine-tuning with per-frame pose corrections (lokitalk.train.pose_refine)
-        "prior_region_refine": ("region", True, False, True)}
+        "prior_region_refine": ("region", True, False, True, False),
+        # ... and rays through the fitted face points pulled onto them (lokitalk.train.face_depth)
+        "prior_region_refine_depth": ("region", True, False, True, True)}
+FACE_DEPTH_WEIGHT = 1e-3  # the *_depth arms' TrainConfig.face_depth_weight
 
 
 def _seconds(value: str) -> float | None:
@@ -126,13 +129,14 @@ def run_arm(avatar_dir: Path, out: Path, arm: str, seconds: float | None, args, 
     from lokitalk.train.config import preset, with_steps, with_torso_motion
     from lokitalk.train.trainer import train
 
-    kind, use_prior, shared_lips, refine_poses = ARMS[arm]
+    kind, use_prior, shared_lips, refine_poses, face_depth = ARMS[arm]
     every = max(1, args.steps // args.evals)
     # every arm's torso stage learns its motion, as a prior's must (train.prior.prior_model_config),
     # and only the *_refine arm refines poses: the others then differ by the prior and the
     # deformation kind only
     config = replace(with_torso_motion(with_steps(preset(args.preset, kind), args.steps), "learned"),
-                     pose_refinement=refine_poses, train_seconds=seconds, checkpoint_every=every, log_every=min(10, every),
+                     pose_refinement=refine_poses, face_depth_weight=FACE_DEPTH_WEIGHT if face_depth else 0.0,
+                     train_seconds=seconds, checkpoint_every=every, log_every=min(10, every),
                      compile=args.compile, seed=seed)
     if use_prior and args.finetune_schedule:
         config = replace(config, finetune_schedule=tuple(float(v) for v in args.finetune_schedule.split(",")))
@@ -262,7 +266,8 @@ def frame_metrics(out: Path, avatars: Path) -> None:
 
 
 COLOURS = {"prior_region": "tab:green", "scratch_region": "tab:blue", "scratch_global": "tab:orange",
-           "scratch_region_shared_lips": "tab:purple", "prior_region_refine": "tab:olive"}
+           "scratch_region_shared_lips": "tab:purple", "prior_region_refine": "tab:olive",
+           "prior_region_refine_depth": "tab:brown"}
 
 
 def plot(out: Path) -> None:

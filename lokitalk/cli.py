@@ -180,6 +180,9 @@ def train(
                                                 "keeps their pose-dependent part and applies it to every frame it "
                                                 "renders (default: the preset's, on for fast and full, off for "
                                                 "tiny; with --prior too)."),
+    face_depth: Optional[float] = typer.Option(None, "--face-depth", metavar="WEIGHT", help="Weight of the face "
+                                               "depth loss: rays through the avatar's fitted face points are pulled "
+                                               "to stop on them (0: off; default: the preset's)."),
     finetune_schedule: Optional[str] = typer.Option(None, "--finetune-schedule", metavar="FRACTION,NETS,GRID",
                                                     help="With --prior: the share of steps where only the "
                                                     "person's parts learn, then the shared nets' and grid's "
@@ -208,6 +211,10 @@ def train(
         config = replace(config, eye_input=eye_input)
     if refine_poses is not None:
         config = replace(config, pose_refinement=refine_poses)
+    if face_depth is not None:
+        if not face_depth >= 0:  # also NaN
+            raise LokiTalkError("--face-depth must be 0 or more")
+        config = replace(config, face_depth_weight=face_depth)
     if torso_motion == "rigid" and prior is not None:
         raise LokiTalkError("--torso-motion rigid cannot fine-tune a prior: a prior's torso stage learns its motion")
     try:

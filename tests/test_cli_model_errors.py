@@ -68,6 +68,24 @@ def test_train_refines_poses_as_the_preset_says_with_or_without_a_prior(tmp_path
     assert len(seen) == len(cases)
 
 
+def test_train_face_depth_flag_sets_the_weight_and_rejects_a_negative_one(tmp_path, capsys, monkeypatch):
+    import lokitalk.train.trainer as trainer
+    from lokitalk.train.config import preset
+
+    seen = []
+    monkeypatch.setattr(trainer, "train", lambda avatar, out, config, **kwargs: (
+        seen.append(config.face_depth_weight), {"finished": True})[1])
+    for args, weight in ((["--preset", "fast"], preset("fast").face_depth_weight), (["--face-depth", "0.002"], 0.002),
+                         (["--preset", "fast", "--face-depth", "0"], 0.0)):
+        code, err = run_cli(["train", tmp_path, "--out", tmp_path / "m", "-q", *args], capsys)
+        assert code in (0, None), err
+        assert seen[-1] == weight
+    for bad in ("-1", "nan"):
+        code, err = run_cli(["train", tmp_path, "--out", tmp_path / "m", "-q", "--face-depth", bad], capsys)
+        assert_one_line_error(code, err, "--face-depth must be 0 or more")
+    assert len(seen) == 3
+
+
 def test_render_and_evaluate_need_a_trained_model(tmp_path, capsys):
     (tmp_path / "model").mkdir()
     code, err = run_cli(["evaluate", tmp_path / "model"], capsys)

@@ -151,7 +151,9 @@ def test_fine_tuning_a_prior_can_refine_poses_and_keeps_their_calibration(identi
 def test_a_killed_pretraining_resumes_on_the_same_trajectory(identities, tmp_path):
     from lokitalk.train.pretrain import PretrainConfig, pretrain
 
-    config = PretrainConfig(train=micro_config(40), identity=MICRO_IDENTITY, identities_per_step=2)
+    # with face depth on, so that each identity's draw of face points must be restored too
+    config = PretrainConfig(train=replace(micro_config(40), face_depth_weight=0.01, face_depth_rays=32),
+                            identity=MICRO_IDENTITY, identities_per_step=2)
     avatars = [identities["ann"], identities["bob"]]
     pretrain(avatars, tmp_path / "straight", config, device="cpu", show_progress=False)
     partial = pretrain(avatars, tmp_path / "killed", config, device="cpu", show_progress=False, stop_after=30)

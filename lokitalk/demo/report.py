@@ -234,7 +234,9 @@ def write_report(out: Path, metrics: dict) -> Path:
         ("PSNR (dB)", _fmt(ev.get("psnr"), 2), f"mean image {_fmt(base.get('mean_image_psnr'), 2)}, nearest "
                                                f"training frame (oracle) {_fmt(base.get('nearest_training_frame_psnr'), 2)}"),
         ("SSIM", _fmt(ev.get("ssim")), ""), ("LPIPS (AlexNet)", _fmt(ev.get("lpips")), "lower is better"),
-        ("LMD (px)", _fmt(ev.get("lmd"), 2), "mouth landmarks, rendered vs real"),
+        ("LMD (px)", _fmt(ev.get("lmd"), 2), f"mouth landmarks, rendered vs real: the mouth off by "
+                                             f"{_fmt(ev.get('mouth_offset_px'), 2)} px, its shape by {_fmt(ev.get('lmd_mouth_shape'), 2)} px"),
+        ("face depth error (cm)", _fmt(ev.get("face_depth_error_cm"), 2), "the rendered face surface vs the fitted face points"),
         ("mouth PSNR (dB)", _fmt(ev.get("psnr_mouth"), 2), ""), ("eye PSNR (dB)", _fmt(ev.get("psnr_eyes"), 2), ""),
         ("render speed (frames/s)", _fmt(ev.get("render_fps"), 2), f"{ev.get('render_size')} px, {metrics['device']}"),
     ]

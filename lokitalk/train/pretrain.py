@@ -34,6 +34,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -49,6 +50,7 @@ from ..render.frames import frame_render_config
 from .accelerate import accelerate_model, resolve
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig, training_rays
+from .face_depth import FaceDepthPoints, face_depth_batch, face_depth_loss, load_face_depth_points
 from .distributed import DistInfo, barrier, gather_to_main, init_distributed, mean_over_ranks, shutdown, wrap
 from .losses import attention_loss, batch_speech, opacity_loss, photometric_loss, psnr
 from .progress import progress_bar
@@ -109,6 +111,17 @@ class PriorNet(nn.Module):
                 loss = loss + train.attention_weight * attention_loss(out.extras, labels, batch_speech(batch, device))
             residual = sum((p.float() ** 2).sum() for p in item.parts.parameters())
             size = sum((v.float() ** 2).sum() for v in (ident.dynamic, ident.appearance, ident.geometry, *ident.offset))
+            if item.depth is not None:  # rays through the identity's face points (train.face_depth)
+                depth_directions = item.depth["directions"].to(device)
+                depth_out = render_rays(self.head.field_for(item.depth, depth_directions, ident),
+                                        item.depth["origins"].to(device), depth_directions,
+                                        item.depth["background"].to(device),
+                                        frame_render_config(render_cfg, item.depth["translation"]), item.grid,
+                                        item.generator, (self.head.canonical.box_min, self.head.canonical.box_max)
+                                        if render_cfg.box_sampling else None)
+                loss = loss + train.face_depth_weight * face_depth_loss(depth_out.depth.float(),
+                                                                        depth_out.opacity.float(),
+                                                                        item.depth["depth_target"])
             losses.append(loss + residual_weight * residual + code_weight * size)
             mses.append(((out.rgb.detach().float() - target) ** 2).mean())
         return torch.stack(losses).mean(), torch.stack(mses).mean()
@@ -128,6 +141,14 @@ class _Identity:
     grid: OccupancyGrid
     images: torch.Tensor
     cameras: torch.Tensor
+    face: FaceDepthPoints | None = None  # with TrainConfig.face_depth_weight > 0
+    depth_rng: object = None  # numpy Generator drawing the face points
+
+    def item(self, train: TrainConfig) -> "_Item":
+        batch = self.sampler.sample()
+        depth = None if self.face is None else face_depth_batch(batch, self.face, train.face_depth_rays,
+                                                                train.face_depth_min_facing, self.depth_rng)
+        return _Item(self.parts, batch, self.grid, self.generator, self.images, self.cameras, depth)
 
 
 @dataclass
@@ -138,6 +159,7 @@ class _Item:
     generator: torch.Generator
     images: torch.Tensor
     cameras: torch.Tensor
+    depth: dict | None = None  # train.face_depth.face_depth_batch of the batch's frame
 
 
 def _identity_names(avatars) -> list[str]:
@@ -213,10 +235,11 @@ def _pretrain(info: DistInfo, avatar_dirs, out: Path, config: PretrainConfig, re
         seed = train_cfg.seed + 7919 * (index + 1)  # by identity, not by rank: any layout, same data
         sampler = RaySampler(avatar, training_rays(train_cfg), frames=frames[index], seed=seed)
         images, cameras = encoder_inputs(avatar, frames[index], identity_cfg)
+        face = load_face_depth_points(avatar.root) if train_cfg.face_depth_weight > 0 else None
         mine.append(_Identity(index, names[index], avatar, parts, opt, sampler, torch.Generator().manual_seed(seed),
                               OccupancyGrid(field_cfg.box_min, field_cfg.box_max,
                                             train_cfg.occupancy_resolution).to(dev),
-                              images.to(dev), cameras.to(dev)))
+                              images.to(dev), cameras.to(dev), face, np.random.default_rng(seed + 2)))
     per_rank = (config.identities_per_step or info.world_size) // info.world_size
     if per_rank < 1 or (config.identities_per_step or info.world_size) % info.world_size:
         raise InputError("identities per step must be a multiple of the number of ranks")
@@ -287,7 +310,7 @@ def _pretrain(info: DistInfo, avatar_dirs, out: Path, config: PretrainConfig, re
             if time_limit_s is not None and time.perf_counter() - started > time_limit_s:
                 break
             chosen = [mine[(step * per_rank + k) % len(mine)] for k in range(per_rank)]
-            items = [_Item(i.parts, i.sampler.sample(), i.grid, i.generator, i.images, i.cameras) for i in chosen]
+            items = [i.item(train_cfg) for i in chosen]
             with accel.autocast(dev):
                 loss, mse = ddp(items, render_cfg, train_cfg, config.code_weight, config.residual_weight)
             optimizer.zero_grad(set_to_none=True)
@@ -360,7 +383,8 @@ def _save_identity(ckpt_dir: Path, ident: _Identity, step: int) -> None:
     tensors.update({f"grid.{k}": v.float() if v.dtype == torch.bool else v for k, v in ident.grid.state_dict().items()})
     save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(base) + ".safetensors.tmp")
     torch.save({"step": step, "optimizer": ident.optimizer.state_dict(),
-                "sampler_rng": ident.sampler.rng.bit_generator.state, "generator": ident.generator.get_state()},
+                "sampler_rng": ident.sampler.rng.bit_generator.state, "generator": ident.generator.get_state(),
+                "depth_rng": ident.depth_rng.bit_generator.state},
                str(base) + ".pt.tmp")
     Path(str(base) + ".safetensors.tmp").replace(str(base) + ".safetensors")
     Path(str(base) + ".pt.tmp").replace(str(base) + ".pt")
@@ -379,3 +403,5 @@ def _load_identity(ckpt_dir: Path, ident: _Identity, step: int, dev: torch.devic
     ident.optimizer.load_state_dict(state["optimizer"])
     ident.sampler.rng.bit_generator.state = state["sampler_rng"]
     ident.generator.set_state(state["generator"])
+    if "depth_rng" in state:  # checkpoints from before face depth
+        ident.depth_rng.bit_generator.state = state["depth_rng"]
