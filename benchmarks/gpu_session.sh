@@ -101,7 +101,7 @@ prior() {  # $1: the held-out clips, $2: prior_experiment.py's budget arguments,
     --out "$data/nccl" --preset $PRESET_FAST --steps 50 --device $DEVICE --quiet 2>&1 | tail -3 | tee -a "$out/log.txt"
   $python benchmarks/prior_experiment.py --pretrain $(for c in $PRETRAIN; do echo "$p/$c"; done) \
     --held-out $(for c in $1; do echo "$p/$c"; done) --preset $PRESET_FAST --identities-per-step 4 \
-    --seconds 5 --arms prior_region,scratch_region,prior_region_refine $2 --out "$data/pe" 2>&1 | tee -a "$out/log.txt"
+    --seconds 5 --arms prior_region,scratch_region,prior_region_refine,prior_region_refine_depth $2 --out "$data/pe" 2>&1 | tee -a "$out/log.txt"
   # what comes back: results, the saved test frames (for LPIPS/LMD here), the pretraining log
   cp "$data/pe/results.json" "$3/"
   cp "$data/pe"/frames_*.npz "$3/" 2>/dev/null || true

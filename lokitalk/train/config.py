@@ -101,7 +101,7 @@ class TrainConfig:
     pose_start: float = 0.1  # share of the steps before the corrections move (the field must exist first)
     # rays through the avatar's fitted face points (pose.npz shape) whose rendered termination is
     # pulled to the point, in cm (lokitalk.train.face_depth): the depth a few frontal seconds leave
-    # open. 0: off. `face_depth_rays` per step, only points facing the camera by more than
+    # open. 0: off (`fast` and `full`: FACE_DEPTH_WEIGHT). `face_depth_rays` per step, only points facing the camera by more than
     # `face_depth_min_facing` (cosine)
     face_depth_weight: float = 0.0
     face_depth_rays: int = 128
@@ -134,6 +134,16 @@ RIGID_TORSO = "rigid"
 # LPIPS better on all 6, LMD better on id05 and worse on id04 (docs/RESULTS.md, "Pose refinement with
 # 5 s of video"). `tiny` is unmeasured and keeps it off
 REFINE_POSES = True
+
+
+# Face depth supervision in `fast` and `full` (lokitalk.train.face_depth): rays through the avatar's
+# fitted face points pulled to stop on them. With 5 s of video the face surface of a `fast` model
+# sits 2-4 cm off those points (0.1-0.2 cm with it). `fast`, 3000 steps, first 5 s: PSNR +0.11 /
+# +0.09 (id04), +0.74 / +0.55 dB (id05), LPIPS +0.008 / +0.001 and -0.003 / -0.005; fine-tuning
+# the prior, 1200 steps: id04 -0.10 / +0.07 / +0.06 dB, id05 faster (28.70 against 27.61 dB at
+# step 600) and level at the end; with all of id01 (54 s, all test views seen) -0.13 dB, LPIPS
+# level (docs/RESULTS.md, "Face depth"). `tiny` is unmeasured and keeps it off
+FACE_DEPTH_WEIGHT = 1e-3
 
 
 # SiLU in the deformation nets: with ReLU the lip path died in some runs (lips frozen whatever the
@@ -172,14 +182,15 @@ def preset(name: str, deformation: str = "region") -> TrainConfig:
                                               offset_scale=WIDE_OFFSET_SCALE, torso_motion=torso))
         return TrainConfig(preset=name, model=model, steps=3000, rays_per_batch=2048, samples_per_ray=32,
                            checkpoint_every=250, lpips_weight=0.05, eye_input=UNIT_EYE_INPUT,
-                           pose_refinement=REFINE_POSES)
+                           pose_refinement=REFINE_POSES, face_depth_weight=FACE_DEPTH_WEIGHT)
     if name == "full":
         model = ModelConfig(FieldConfig(grid=TriPlaneConfig(), hidden=64),
                             DeformationConfig(kind=deformation, activation=DEFORMATION_ACTIVATION,
                                               offset_scale=WIDE_OFFSET_SCALE, torso_motion=torso))
         return TrainConfig(preset=name, model=model, steps=30000, rays_per_batch=8192, samples_per_ray=48,
                            checkpoint_every=1000, lpips_weight=0.05, occupancy_resolution=96,
-                           eye_input=UNIT_EYE_INPUT, pose_refinement=REFINE_POSES)
+                           eye_input=UNIT_EYE_INPUT, pose_refinement=REFINE_POSES,
+                           face_depth_weight=FACE_DEPTH_WEIGHT)
     raise ValueError(f"preset must be tiny, fast or full, not {name!r}")
 
 
