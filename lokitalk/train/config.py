@@ -140,9 +140,9 @@ REFINE_POSES = True
 # fitted face points pulled to stop on them. With 5 s of video the face surface of a `fast` model
 # sits 2-4 cm off those points (0.1-0.2 cm with it). `fast`, 3000 steps, first 5 s: PSNR +0.11 /
 # +0.09 (id04), +0.74 / +0.55 dB (id05), LPIPS +0.008 / +0.001 and -0.003 / -0.005; fine-tuning
-# the prior, 1200 steps: id04 -0.10 / +0.07 / +0.06 dB, id05 faster (28.70 against 27.61 dB at
-# step 600) and level at the end; with all of id01 (54 s, all test views seen) -0.13 dB, LPIPS
-# level (docs/RESULTS.md, "Face depth"). `tiny` is unmeasured and keeps it off
+# the prior, 1200 steps: id04 -0.10 / +0.07 / +0.06 dB, id05 +0.06 / -0.47 / +0.04, LPIPS +0.001 to
+# +0.011; with all of a clip id05 (16 s) +0.99 dB, id01 (54 s, all test
+# views seen) -0.13 dB (docs/RESULTS.md, "Face depth"). `tiny` is unmeasured and keeps it off
 FACE_DEPTH_WEIGHT = 1e-3
 
 
