@@ -13,9 +13,10 @@ import torch
 
 from ..model.renderer import RenderConfig
 from ..render.frames import frame_conditioning, render_batch
+from ..train.config import TrainConfig
 from ..train.face_depth import DEPTH_UNIT_M, FaceDepthPoints, depth_rays, face_depth_error, visible_points
 
-MIN_FACING = 0.3  # as training's default (TrainConfig.face_depth_min_facing)
+MIN_FACING = TrainConfig.face_depth_min_facing  # the points training supervises by default
 
 
 @torch.no_grad()

@@ -106,11 +106,11 @@ def evaluate(model_dir: Path, max_frames: int | None = None, device: str = "cpu"
     result.update(landmarks)
     result["image_scale"] = trained.image_scale
     result["error_budget"] = error_budget(rendered, real, labels, resize_image(avatar.background(), camera))
-    probe_frames = frames[np.linspace(0, len(frames) - 1, min(5, len(frames))).round().astype(int)]
     face_depth = _face_depth(trained, avatar, frames)
     if face_depth is not None:
         per_frame["face_depth_error_cm"] = face_depth
         result["face_depth_error_cm"] = float(np.nanmedian(face_depth))
+    probe_frames = frames[np.linspace(0, len(frames) - 1, min(5, len(frames))).round().astype(int)]
     result["deformation"] = stage_displacements(trained.model, [frame_conditioning(avatar, int(i)) for i in probe_frames])
     trained_on = training_frames(avatar, trained.meta.get("train", {}).get("train_seconds"))
     novel, distance = novel_view_mask(avatar.rotation, frames, trained_on)

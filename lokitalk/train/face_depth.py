@@ -75,6 +75,17 @@ def load_face_depth_points(avatar_dir: str | Path) -> FaceDepthPoints:
     return FaceDepthPoints(points=pose["shape"].astype(np.float64), normals=normals[pose["shape_ids"]])
 
 
+def face_depth_points_for(config, avatar_dir: str | Path) -> FaceDepthPoints | None:
+    """The face points a run with this TrainConfig supervises (None when its face_depth_weight is
+    0), after checking its face depth settings: a bad one is a one-line error."""
+    if config.face_depth_weight <= 0:
+        return None
+    if config.face_depth_rays < 1 or not -1.0 <= config.face_depth_min_facing < 1.0:
+        raise InputError(f"face depth needs face_depth_rays >= 1 and face_depth_min_facing in [-1, 1), "
+                         f"not {config.face_depth_rays} and {config.face_depth_min_facing}")
+    return load_face_depth_points(avatar_dir)
+
+
 def visible_points(face: FaceDepthPoints, rotation: np.ndarray, translation: np.ndarray,
                    min_facing: float) -> np.ndarray:
     """Indices of the points whose normal faces the camera: cos(normal, towards the camera) >

@@ -50,7 +50,7 @@ from ..render.frames import frame_render_config
 from .accelerate import accelerate_model, resolve
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig, training_rays
-from .face_depth import FaceDepthPoints, face_depth_batch, face_depth_loss, load_face_depth_points
+from .face_depth import FaceDepthPoints, face_depth_batch, face_depth_loss, face_depth_points_for
 from .distributed import DistInfo, barrier, gather_to_main, init_distributed, mean_over_ranks, shutdown, wrap
 from .losses import attention_loss, batch_speech, opacity_loss, photometric_loss, psnr
 from .progress import progress_bar
@@ -235,7 +235,7 @@ def _pretrain(info: DistInfo, avatar_dirs, out: Path, config: PretrainConfig, re
         seed = train_cfg.seed + 7919 * (index + 1)  # by identity, not by rank: any layout, same data
         sampler = RaySampler(avatar, training_rays(train_cfg), frames=frames[index], seed=seed)
         images, cameras = encoder_inputs(avatar, frames[index], identity_cfg)
-        face = load_face_depth_points(avatar.root) if train_cfg.face_depth_weight > 0 else None
+        face = face_depth_points_for(train_cfg, avatar.root)
         mine.append(_Identity(index, names[index], avatar, parts, opt, sampler, torch.Generator().manual_seed(seed),
                               OccupancyGrid(field_cfg.box_min, field_cfg.box_max,
                                             train_cfg.occupancy_resolution).to(dev),

@@ -35,7 +35,7 @@ from ..render.frames import render_batch
 from .accelerate import accelerate_model, resolve
 from .checkpoint import load_checkpoint, model_config_to_dict, save_checkpoint
 from .config import TrainConfig, lpips_patch_regions, training_rays
-from .face_depth import face_depth_batch, face_depth_loss, load_face_depth_points
+from .face_depth import face_depth_batch, face_depth_loss, face_depth_points_for
 from .pose_refine import FramePoseCorrections, fit_pose_calibration
 from .losses import attention_loss, batch_speech, displacement_loss, opacity_loss, photometric_loss, psnr
 from .progress import progress_bar
@@ -234,12 +234,7 @@ def train(avatar_dir: Path, model_dir: Path, config: TrainConfig, device: str = 
                                                           patch_regions=lpips_patch_regions(config)),
                                    frames=frames, seed=config.seed + 1)
     lpips_first_step = int(round(config.lpips_start * config.steps))
-    face, depth_rng = None, np.random.default_rng(config.seed + 2)
-    if config.face_depth_weight > 0:
-        if config.face_depth_rays < 1 or not -1.0 <= config.face_depth_min_facing < 1.0:
-            raise InputError(f"face depth needs face_depth_rays >= 1 and face_depth_min_facing in [-1, 1), "
-                             f"not {config.face_depth_rays} and {config.face_depth_min_facing}")
-        face = load_face_depth_points(avatar_dir)
+    face, depth_rng = face_depth_points_for(config, avatar_dir), np.random.default_rng(config.seed + 2)
 
     # a stable id for this model: it names the model in every watermark and manifest it stamps
     model_id = previous.get("model_id") or uuid.uuid4().hex
