@@ -123,7 +123,7 @@ def main() -> None:
         row = {"variant": name, **overrides, "train_s": round(train_s, 1),
                **{k: (round(metrics[k], 4) if isinstance(metrics.get(k), float) else metrics.get(k))
                   for k in ("psnr", "psnr_mouth", "psnr_eyes", "lpips", "lmd", "lmd_mouth_shape", "mouth_offset_px",
-                            "face_depth_error_cm", "eye_ratio_error", "render_fps")},
+                            "face_depth_error_cm", "lower_face_depth_error_cm", "eye_ratio_error", "render_fps")},
                "evaluated_per_ray": round(rendered_evaluations(model_dir, avatar, device), 2),
                "mean_image_psnr": round(metrics["baselines"]["mean_image_psnr"], 3),
                "nearest_frame_psnr": round(metrics["baselines"]["nearest_training_frame_psnr"], 3)}

@@ -41,15 +41,17 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 # arm -> (deformation kind, starts from the prior, lip feature mapped to the prior's shared lip
-# space, refines the training frames' poses, face depth supervision)
-ARMS = {"prior_region": ("region", True, False, False, False), "scratch_region": ("region", False, False, False, False),
-        "scratch_global": ("global", False, False, False, False),
+# space, refines the training frames' poses, face depth supervision: None, "face" or "lower")
+ARMS = {"prior_region": ("region", True, False, False, None), "scratch_region": ("region", False, False, False, None),
+        "scratch_global": ("global", False, False, False, None),
         # isolates the prior's lip scaling (own PCA -> shared, unit-spread basis) from what it learned
-        "scratch_region_shared_lips": ("region", False, True, False, False),
+        "scratch_region_shared_lips": ("region", False, True, False, None),
         # fine-tuning with per-frame pose corrections (lokitalk.train.pose_refine)
-        "prior_region_refine": ("region", True, False, True, False),
+        "prior_region_refine": ("region", True, False, True, None),
         # ... and rays through the fitted face points pulled onto them (lokitalk.train.face_depth)
-        "prior_region_refine_depth": ("region", True, False, True, True)}
+        "prior_region_refine_depth": ("region", True, False, True, "face"),
+        # ... and through every frame's lips, chin and jaw (TrainConfig.face_depth_lower_face)
+        "prior_region_refine_lower_depth": ("region", True, False, True, "lower")}
 FACE_DEPTH_WEIGHT = 1e-3  # the *_depth arms' TrainConfig.face_depth_weight
 
 
@@ -136,6 +138,7 @@ def run_arm(avatar_dir: Path, out: Path, arm: str, seconds: float | None, args, 
     # deformation kind only
     config = replace(with_torso_motion(with_steps(preset(args.preset, kind), args.steps), "learned"),
                      pose_refinement=refine_poses, face_depth_weight=FACE_DEPTH_WEIGHT if face_depth else 0.0,
+                     face_depth_lower_face=face_depth == "lower",
                      train_seconds=seconds, checkpoint_every=every, log_every=min(10, every),
                      compile=args.compile, seed=seed)
     if use_prior and args.finetune_schedule:
@@ -259,6 +262,8 @@ def frame_metrics(out: Path, avatars: Path) -> None:
             point["lpips"], point["lpips_frames"] = float(np.mean(values)), [round(float(v), 4) for v in values]
             found = _lip_and_eye_metrics(rendered, avatar, indices, scale)
             point["lmd"] = found.get("lmd")
+            # LMD's two parts: where the mouth sits and what shape it has (lokitalk.evaluate.metrics)
+            point["mouth_offset_px"], point["lmd_mouth_shape"] = found.get("mouth_offset_px"), found.get("lmd_mouth_shape")
             if found.get("lmd_frames") is not None:  # NaN (no face found) -> None in JSON
                 point["lmd_frames"] = [None if not np.isfinite(v) else round(float(v), 3) for v in found["lmd_frames"]]
         print(f"{run['avatar']} {run['seconds']} {run['arm']}: lpips {point['lpips']:.3f} lmd {point['lmd']}")
@@ -267,7 +272,7 @@ def frame_metrics(out: Path, avatars: Path) -> None:
 
 COLOURS = {"prior_region": "tab:green", "scratch_region": "tab:blue", "scratch_global": "tab:orange",
            "scratch_region_shared_lips": "tab:purple", "prior_region_refine": "tab:olive",
-           "prior_region_refine_depth": "tab:brown"}
+           "prior_region_refine_depth": "tab:brown", "prior_region_refine_lower_depth": "tab:red"}
 
 
 def plot(out: Path) -> None:

@@ -183,6 +183,9 @@ def train(
     face_depth: Optional[float] = typer.Option(None, "--face-depth", metavar="WEIGHT", help="Weight of the face "
                                                "depth loss: rays through the avatar's fitted face points are pulled "
                                                "to stop on them (0: off; default: the preset's)."),
+    lower_face_depth: bool = typer.Option(False, "--lower-face-depth/--no-lower-face-depth", help="With face depth: "
+                                          "every frame's lips, chin and jaw landmarks too, not only the rigid "
+                                          "face points."),
     finetune_schedule: Optional[str] = typer.Option(None, "--finetune-schedule", metavar="FRACTION,NETS,GRID",
                                                     help="With --prior: the share of steps where only the "
                                                     "person's parts learn, then the shared nets' and grid's "
@@ -215,6 +218,10 @@ def train(
         if not face_depth >= 0:  # also NaN
             raise LokiTalkError("--face-depth must be 0 or more")
         config = replace(config, face_depth_weight=face_depth)
+    if lower_face_depth:
+        if config.face_depth_weight <= 0:
+            raise LokiTalkError("--lower-face-depth needs face depth on (--face-depth WEIGHT > 0, or a preset with it)")
+        config = replace(config, face_depth_lower_face=True)
     if torso_motion == "rigid" and prior is not None:
         raise LokiTalkError("--torso-motion rigid cannot fine-tune a prior: a prior's torso stage learns its motion")
     try:

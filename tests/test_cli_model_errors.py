@@ -74,16 +74,22 @@ def test_train_face_depth_flag_sets_the_weight_and_rejects_a_negative_one(tmp_pa
 
     seen = []
     monkeypatch.setattr(trainer, "train", lambda avatar, out, config, **kwargs: (
-        seen.append(config.face_depth_weight), {"finished": True})[1])
-    for args, weight in ((["--preset", "fast"], preset("fast").face_depth_weight), (["--face-depth", "0.002"], 0.002),
-                         (["--preset", "fast", "--face-depth", "0"], 0.0)):
+        seen.append((config.face_depth_weight, config.face_depth_lower_face)), {"finished": True})[1])
+    fast = preset("fast").face_depth_weight
+    for args, expected in ((["--preset", "fast"], (fast, False)), (["--face-depth", "0.002"], (0.002, False)),
+                           (["--preset", "fast", "--face-depth", "0"], (0.0, False)),
+                           (["--preset", "fast", "--lower-face-depth"], (fast, True)),
+                           (["--face-depth", "0.002", "--lower-face-depth"], (0.002, True))):
         code, err = run_cli(["train", tmp_path, "--out", tmp_path / "m", "-q", *args], capsys)
         assert code in (0, None), err
-        assert seen[-1] == weight
+        assert seen[-1] == expected
     for bad in ("-1", "nan"):
         code, err = run_cli(["train", tmp_path, "--out", tmp_path / "m", "-q", "--face-depth", bad], capsys)
         assert_one_line_error(code, err, "--face-depth must be 0 or more")
-    assert len(seen) == 3
+    for off in (["--preset", "tiny"], ["--preset", "fast", "--face-depth", "0"]):  # nothing to add the lower face to
+        code, err = run_cli(["train", tmp_path, "--out", tmp_path / "m", "-q", *off, "--lower-face-depth"], capsys)
+        assert_one_line_error(code, err, "--lower-face-depth needs face depth on")
+    assert len(seen) == 5
 
 
 def test_render_and_evaluate_need_a_trained_model(tmp_path, capsys):

@@ -237,6 +237,8 @@ def write_report(out: Path, metrics: dict) -> Path:
         ("LMD (px)", _fmt(ev.get("lmd"), 2), f"mouth landmarks, rendered vs real: the mouth off by "
                                              f"{_fmt(ev.get('mouth_offset_px'), 2)} px, its shape by {_fmt(ev.get('lmd_mouth_shape'), 2)} px"),
         ("face depth error (cm)", _fmt(ev.get("face_depth_error_cm"), 2), "the rendered face surface vs the fitted face points"),
+        ("lower face depth error (cm)", _fmt(ev.get("lower_face_depth_error_cm"), 2),
+         "the rendered surface vs each frame's lip, chin and jaw landmarks"),
         ("mouth PSNR (dB)", _fmt(ev.get("psnr_mouth"), 2), ""), ("eye PSNR (dB)", _fmt(ev.get("psnr_eyes"), 2), ""),
         ("render speed (frames/s)", _fmt(ev.get("render_fps"), 2), f"{ev.get('render_size')} px, {metrics['device']}"),
     ]

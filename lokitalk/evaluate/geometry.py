@@ -23,8 +23,8 @@ MIN_FACING = TrainConfig.face_depth_min_facing  # the points training supervises
 def face_depth_errors(model, grid, render_config: RenderConfig, avatar, frames: np.ndarray,
                       face: FaceDepthPoints) -> np.ndarray:
     """Per frame, the median absolute termination error (cm) of rays through its visible face
-    points, at the pose the model renders the frame with (its calibration applied); NaN where
-    no point faces the camera. Rays where the model renders nothing count as a zero error
+    points (with per-frame points, the frame's own too: FaceDepthPoints.at), at the pose the model
+    renders the frame with (its calibration applied); NaN where no point faces the camera. Rays where the model renders nothing count as a zero error
     (the error is weighted by opacity, as in training)."""
     device = next(model.parameters()).device
     config = RenderConfig(samples_per_ray=render_config.samples_per_ray, box_sampling=render_config.box_sampling)
@@ -33,10 +33,11 @@ def face_depth_errors(model, grid, render_config: RenderConfig, avatar, frames: 
         conditioning = model.calibrated(frame_conditioning(avatar, int(index)))
         rotation = conditioning["rotation"].double().cpu().numpy()
         translation = conditioning["translation"].double().cpu().numpy()
-        visible = visible_points(face, rotation, translation, MIN_FACING)
+        seen = face.at(int(index))
+        visible = visible_points(seen, rotation, translation, MIN_FACING)
         if not len(visible):
             continue
-        origins, directions, distance = depth_rays(face.points[visible], rotation, translation)
+        origins, directions, distance = depth_rays(seen.points[visible], rotation, translation)
         batch = {**conditioning, "origins": torch.from_numpy(origins).float(),
                  "directions": torch.from_numpy(directions).float(), "background": torch.zeros(len(visible), 3)}
         out = render_batch(model, batch, grid, config)

@@ -106,10 +106,9 @@ def evaluate(model_dir: Path, max_frames: int | None = None, device: str = "cpu"
     result.update(landmarks)
     result["image_scale"] = trained.image_scale
     result["error_budget"] = error_budget(rendered, real, labels, resize_image(avatar.background(), camera))
-    face_depth = _face_depth(trained, avatar, frames)
-    if face_depth is not None:
-        per_frame["face_depth_error_cm"] = face_depth
-        result["face_depth_error_cm"] = float(np.nanmedian(face_depth))
+    for key, errors in _face_depth(trained, avatar, frames).items():
+        per_frame[key] = errors
+        result[key] = float(np.nanmedian(errors)) if np.isfinite(errors).any() else None
     probe_frames = frames[np.linspace(0, len(frames) - 1, min(5, len(frames))).round().astype(int)]
     result["deformation"] = stage_displacements(trained.model, [frame_conditioning(avatar, int(i)) for i in probe_frames])
     trained_on = training_frames(avatar, trained.meta.get("train", {}).get("train_seconds"))
@@ -159,19 +158,23 @@ def error_budget(rendered: np.ndarray, real: np.ndarray, labels: np.ndarray, pla
     return budget
 
 
-def _face_depth(trained: TrainedModel, avatar: Avatar, frames: np.ndarray) -> np.ndarray | None:
-    """Per-frame face depth error (cm, lokitalk.evaluate.geometry), or None for an avatar without
-    a fitted face shape."""
+def _face_depth(trained: TrainedModel, avatar: Avatar, frames: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-frame depth errors (cm, lokitalk.evaluate.geometry) at the fitted rigid face points
+    (`face_depth_error_cm`) and at the frame's lips, chin and jaw landmarks
+    (`lower_face_depth_error_cm`); none for an avatar without a fitted face shape."""
     from ..errors import InputError
-    from ..train.face_depth import load_face_depth_points
+    from ..train.face_depth import FaceDepthPoints, load_face_depth_points
     from .geometry import face_depth_errors
 
     try:
-        face = load_face_depth_points(avatar.root)
+        face = load_face_depth_points(avatar.root, lower_face=True)
     except InputError:
-        return None
+        return {}
+    rigid = FaceDepthPoints(face.points, face.normals)
     with trained.acceleration.autocast(trained.device):
-        return face_depth_errors(trained.model, trained.grid, trained.render_config, avatar, frames, face)
+        return {name: face_depth_errors(trained.model, trained.grid, trained.render_config, avatar, frames, points)
+                for name, points in (("face_depth_error_cm", rigid),
+                                     ("lower_face_depth_error_cm", face.moving_only()))}
 
 
 def _lpips(rendered: np.ndarray, real: np.ndarray, chunk: int = 8) -> np.ndarray | None:

@@ -106,6 +106,9 @@ class TrainConfig:
     face_depth_weight: float = 0.0
     face_depth_rays: int = 128
     face_depth_min_facing: float = 0.3
+    # also every frame's lips, chin and jaw (their landmarks in the head frame: the rigid fit leaves
+    # them out, and a 5-s model's lips sit ~1 cm off in depth; lokitalk.train.face_depth)
+    face_depth_lower_face: bool = False
 
 
 # The eye ratio at unit scale in `fast` and `full`. `fast`, 3000 steps, 8 pairs on 4 clips: on the

@@ -19,6 +19,12 @@ a Huber penalty in centimetres. It is linear in the ray's weights: mass in front
 and mass behind it pull opposite ways, and a ray the field leaves empty costs nothing (the
 photometric and matte losses decide opacity). `depth_rays_reference` recomputes the rays
 through the points' projected pixels for the tests.
+
+The rigid fit leaves out the lips, chin and jaw (they move), so those points leave the mouth's
+depth open: a 5-s model's surface sits ~1 cm in front of the lips. With
+`TrainConfig.face_depth_lower_face` each frame also brings its own lower-face landmarks, put in
+the head frame the way the lip feature is measured (`lower_face_points`); the draw of a step's
+rays then covers both kinds of points.
 """
 
 from __future__ import annotations
@@ -36,10 +42,28 @@ DEPTH_UNIT_M = 0.01  # errors are penalised in centimetres
 
 @dataclass(frozen=True)
 class FaceDepthPoints:
-    """A person's face points in the head frame and their outward unit normals, both [P,3]."""
+    """A person's face points in the head frame and their outward unit normals, both [P,3]; with
+    `frame_points` [N,Q,3] (NaN rows on frames without trusted landmarks) and `frame_normals`
+    [Q,3], points that move from frame to frame (the lips and the lower face) as well."""
 
     points: np.ndarray
     normals: np.ndarray
+    frame_points: np.ndarray | None = None
+    frame_normals: np.ndarray | None = None
+
+    def at(self, frame: int) -> "FaceDepthPoints":
+        """The points one frame is supervised with: the fixed ones, then that frame's own."""
+        if self.frame_points is None:
+            return self
+        return FaceDepthPoints(np.concatenate([self.points, self.frame_points[frame]]),
+                               np.concatenate([self.normals, self.frame_normals]))
+
+    def moving_only(self) -> "FaceDepthPoints":
+        """The per-frame points alone (to measure the lower face apart from the rigid points)."""
+        if self.frame_points is None:
+            raise ValueError("these face points have no per-frame points")
+        empty = np.zeros((0, 3))
+        return FaceDepthPoints(empty, empty, self.frame_points, self.frame_normals)
 
 
 def template_normals(vertices: np.ndarray, edges: np.ndarray) -> np.ndarray:
@@ -63,16 +87,45 @@ def template_normals(vertices: np.ndarray, edges: np.ndarray) -> np.ndarray:
     return normals / np.linalg.norm(normals, axis=-1, keepdims=True).clip(1e-12)
 
 
-def load_face_depth_points(avatar_dir: str | Path) -> FaceDepthPoints:
-    """The avatar's fitted face shape (pose.npz) with the template's normals at those points."""
+def lower_face_ids(template) -> np.ndarray:
+    """Mesh landmarks the rigid fit leaves out below the top of the lips: the outer lip loop, the
+    chin, the jaw and the lower cheeks (not the inner lip loop: it borders the mouth opening,
+    where a ray may pass into the mouth)."""
+    from ..face_model import NUM_MESH_POINTS
+
+    ids = np.setdiff1d(np.arange(NUM_MESH_POINTS), np.concatenate([template.rigid, template.lips_inner]))
+    top_of_lips = template.vertices[template.lips_outer, 1].min()  # the head frame's y points down
+    return ids[template.vertices[ids, 1] >= top_of_lips]
+
+
+def lower_face_points(landmarks: np.ndarray, valid: np.ndarray, template) -> np.ndarray:
+    """Every frame's lower-face landmarks in the head frame [N,Q,3] (a similarity fit of its 3-D
+    landmarks onto the template's rigid points, as the lip feature is measured); NaN on frames
+    without trusted landmarks. The lips' depth from the landmarker agrees with their position
+    triangulated from a clip's turning head within 2 mm on id04 and id05 (docs/RESULTS.md)."""
+    from ..prepare.signals import align_to_head_frame
+
+    points = align_to_head_frame(landmarks.astype(np.float64), template)[:, lower_face_ids(template)]
+    points[~np.asarray(valid, bool)] = np.nan
+    return points
+
+
+def load_face_depth_points(avatar_dir: str | Path, lower_face: bool = False) -> FaceDepthPoints:
+    """The avatar's fitted face shape (pose.npz) with the template's normals at those points; with
+    `lower_face`, every frame's lips and lower face as well (`lower_face_points`)."""
     from ..face_model import load_face_template
 
-    pose = np.load(Path(avatar_dir) / "pose.npz")
+    root = Path(avatar_dir)
+    pose = np.load(root / "pose.npz")
     if "shape" not in pose.files or "shape_ids" not in pose.files:
         raise InputError(f"{avatar_dir}/pose.npz has no fitted face shape: prepare the avatar again for face depth")
     template = load_face_template()
     normals = template_normals(template.vertices, template.tessellation_edges)
-    return FaceDepthPoints(points=pose["shape"].astype(np.float64), normals=normals[pose["shape_ids"]])
+    face = FaceDepthPoints(points=pose["shape"].astype(np.float64), normals=normals[pose["shape_ids"]])
+    if not lower_face:
+        return face
+    moving = lower_face_points(np.load(root / "landmarks.npy"), np.load(root / "valid.npy"), template)
+    return FaceDepthPoints(face.points, face.normals, moving, normals[lower_face_ids(template)])
 
 
 def face_depth_points_for(config, avatar_dir: str | Path) -> FaceDepthPoints | None:
@@ -83,7 +136,7 @@ def face_depth_points_for(config, avatar_dir: str | Path) -> FaceDepthPoints | N
     if config.face_depth_rays < 1 or not -1.0 <= config.face_depth_min_facing < 1.0:
         raise InputError(f"face depth needs face_depth_rays >= 1 and face_depth_min_facing in [-1, 1), "
                          f"not {config.face_depth_rays} and {config.face_depth_min_facing}")
-    return load_face_depth_points(avatar_dir)
+    return load_face_depth_points(avatar_dir, lower_face=config.face_depth_lower_face)
 
 
 def visible_points(face: FaceDepthPoints, rotation: np.ndarray, translation: np.ndarray,
@@ -94,7 +147,8 @@ def visible_points(face: FaceDepthPoints, rotation: np.ndarray, translation: np.
     centre = -rotation.T @ translation  # the camera in the head frame
     towards = centre - face.points
     towards /= np.linalg.norm(towards, axis=-1, keepdims=True)
-    return np.nonzero((towards * face.normals).sum(-1) > min_facing)[0]
+    with np.errstate(invalid="ignore"):  # NaN points (a frame without landmarks) never face it
+        return np.nonzero((towards * face.normals).sum(-1) > min_facing)[0]
 
 
 def depth_rays(points: np.ndarray, rotation: np.ndarray, translation: np.ndarray
@@ -131,6 +185,7 @@ def face_depth_batch(batch: dict[str, torch.Tensor], face: FaceDepthPoints, coun
     rays use the tracked pose, as the batch's own rays do before any pose correction."""
     rotation = batch["rotation"].double().numpy()
     translation = batch["translation"].double().numpy()
+    face = face.at(int(batch["frame"]))
     visible = visible_points(face, rotation, translation, min_facing)
     if not len(visible):
         return None

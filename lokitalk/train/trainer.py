@@ -181,7 +181,8 @@ def train(avatar_dir: Path, model_dir: Path, config: TrainConfig, device: str = 
         config = replace(config, lip_input=started.get("lip_input", "raw"), eye_input=started.get("eye_input", "raw"),
                          fine_deformation_seconds=started.get("fine_deformation_seconds"),
                          pose_refinement=bool(started.get("pose_refinement", False)),
-                         face_depth_weight=float(started.get("face_depth_weight", 0.0)))
+                         face_depth_weight=float(started.get("face_depth_weight", 0.0)),
+                         face_depth_lower_face=bool(started.get("face_depth_lower_face", False)))
         started_torso = previous.get("model", {}).get("deformation", {}).get("torso_motion", "learned")
         if config.model.deformation.kind == "region":
             config = replace(config, model=replace(config.model, deformation=replace(
