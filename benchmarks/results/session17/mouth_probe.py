@@ -2,7 +2,8 @@
 rest of the face, on frames it trained on and on test frames, and on the test frames again with
 every frame's lip feature swapped for the training frames' mean (a mouth driven only by
 in-distribution input), and train and test frames with every sample's view direction replaced
-by the central ray's direction at the training frames' mean pose (no view extrapolation). Signed offsets are rendered minus real landmarks, in px at the model's
+by the central ray's direction at the training frames' mean pose (no view extrapolation), and the
+test frames without the pose calibration (at the tracked poses). Signed offsets are rendered minus real landmarks, in px at the model's
 size; "rigid" is the mean over the pose fit's rigid points (pose.npz shape_ids), "mouth" over the
 lip landmarks.  python mouth_probe.py MODEL_DIR [MODEL_DIR ...] [--frames 20]"""
 import argparse, json, sys
@@ -68,4 +69,8 @@ for model_dir in args.models:
     out["train_fixed_view"] = placement(tm, av, spread(trained_on, args.frames))
     out["test_fixed_view"] = placement(tm, av, test)
     tm.model.canonical.forward = original
+    if tm.model.config.pose_calibration:
+        with torch.no_grad():
+            tm.model.pose_calibration.zero_()
+        out["test_uncalibrated"] = placement(tm, av, test)
     print(json.dumps(out), flush=True)
