@@ -24,8 +24,9 @@ def face_depth_errors(model, grid, render_config: RenderConfig, avatar, frames: 
                       face: FaceDepthPoints) -> np.ndarray:
     """Per frame, the median absolute termination error (cm) of rays through its visible face
     points (with per-frame points, the frame's own too: FaceDepthPoints.at), at the pose the model
-    renders the frame with (its calibration applied); NaN where no point faces the camera. Rays where the model renders nothing count as a zero error
-    (the error is weighted by opacity, as in training)."""
+    renders the frame with (its calibration applied); NaN where no point faces the camera. Rays
+    where the model renders nothing count as a zero error (the error is weighted by opacity, as
+    in training)."""
     device = next(model.parameters()).device
     config = RenderConfig(samples_per_ray=render_config.samples_per_ray, box_sampling=render_config.box_sampling)
     errors = np.full(len(frames), np.nan)
