@@ -180,6 +180,10 @@ def train(
                                                 "keeps their pose-dependent part and applies it to every frame it "
                                                 "renders (default: the preset's, on for fast and full, off for "
                                                 "tiny; with --prior too)."),
+    refine_body: Optional[bool] = typer.Option(None, "--refine-body/--no-refine-body", help="Learn a small rigid "
+                                               "correction of the body (breathing, shrugs) for every training "
+                                               "frame, where the rigid torso holds it still; rendered frames keep "
+                                               "the mean body (default: the preset's; needs a rigid torso)."),
     face_depth: Optional[float] = typer.Option(None, "--face-depth", metavar="WEIGHT", help="Weight of the face "
                                                "depth loss: rays through the avatar's fitted face points are pulled "
                                                "to stop on them (0: off; default: the preset's)."),
@@ -214,6 +218,8 @@ def train(
         config = replace(config, eye_input=eye_input)
     if refine_poses is not None:
         config = replace(config, pose_refinement=refine_poses)
+    if refine_body is not None:
+        config = replace(config, body_refinement=refine_body)
     if face_depth is not None:
         if not face_depth >= 0:  # also NaN
             raise LokiTalkError("--face-depth must be 0 or more")

@@ -92,6 +92,22 @@ def test_train_face_depth_flag_sets_the_weight_and_rejects_a_negative_one(tmp_pa
     assert len(seen) == 5
 
 
+def test_train_refine_body_flag_overrides_the_preset(tmp_path, capsys, monkeypatch):
+    import lokitalk.train.trainer as trainer
+    from lokitalk.train.config import preset
+
+    seen = []
+    monkeypatch.setattr(trainer, "train", lambda avatar, out, config, **kwargs: (
+        seen.append(config.body_refinement), {"finished": True})[1])
+    for args, expected in ((["--preset", "fast"], preset("fast").body_refinement),
+                           (["--preset", "fast", "--refine-body"], True),
+                           (["--preset", "fast", "--no-refine-body"], False)):
+        code, err = run_cli(["train", tmp_path, "--out", tmp_path / "m", "-q", *args], capsys)
+        assert code in (0, None), err
+        assert seen[-1] == expected
+    assert len(seen) == 3
+
+
 def test_render_and_evaluate_need_a_trained_model(tmp_path, capsys):
     (tmp_path / "model").mkdir()
     code, err = run_cli(["evaluate", tmp_path / "model"], capsys)

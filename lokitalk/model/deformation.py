@@ -254,11 +254,14 @@ class RegionDeformation(nn.Module):
         nn.init.zeros_(self.face_out.bias)
 
     def forward(self, x: torch.Tensor, lip: torch.Tensor, eye: torch.Tensor, pose: torch.Tensor,
-                identity: DeformationIdentity | None = None) -> DeformationOutput:
+                identity: DeformationIdentity | None = None, body: torch.Tensor | None = None) -> DeformationOutput:
         """x [M,3]; lip [M or 1, lip_dim], eye [M or 1, eye_dim], pose [M or 1, pose_dim]: one row
         per point, or a single row for a batch from one frame (projected once, then broadcast).
-        `identity`: the identity's parts, for a multi-identity net only."""
+        `identity`: the identity's parts, for a multi-identity net only. `body` [1, 6]: the frame's
+        body correction (model.rigid; training with body refinement), for a rigid torso stage only."""
         _check_identity(self.config, identity)
+        if body is not None and self.config.torso_motion != "rigid":
+            raise ValueError("a body correction needs a rigid torso stage (torso_motion 'rigid')")
         enc = self.position(x)
         att = torch.sigmoid(self.face_attention(enc))
         a_lip, a_eye = att[:, 0], att[:, 1]
@@ -279,7 +282,8 @@ class RegionDeformation(nn.Module):
         dx_face = dx_face * self.config.offset_scale
         x1 = x + dx_face
         enc1 = self.position(x1)
-        rigid = camera_rigid_offset(x1, pose, self.reference_pose) if self.config.torso_motion == "rigid" else None
+        rigid = (camera_rigid_offset(x1, pose, self.reference_pose, body) if self.config.torso_motion == "rigid"
+                 else None)
         attention_in = enc1
         if self.attention_reads_body:
             attention_in = torch.cat([enc1, self.position((x1 + rigid).to(x1.dtype))], -1)
@@ -307,8 +311,10 @@ class GlobalDeformation(nn.Module):
         self.net = mlp(pe + 3 * s, config.hidden, 3, layers=3, zero_last=True, activation=config.activation)
 
     def forward(self, x: torch.Tensor, lip: torch.Tensor, eye: torch.Tensor, pose: torch.Tensor,
-                identity: DeformationIdentity | None = None) -> DeformationOutput:
+                identity: DeformationIdentity | None = None, body: torch.Tensor | None = None) -> DeformationOutput:
         _check_identity(self.config, identity)
+        if body is not None:
+            raise ValueError("global deformation has no torso stage to take a body correction")
         enc = self.position(x)
         inputs = [lip, eye, pose] if identity is None else [lip, eye, pose, identity.code.to(lip.dtype)]
         signals = self.signal_proj(torch.cat(inputs, -1)).expand(x.shape[0], -1)

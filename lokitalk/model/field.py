@@ -174,17 +174,18 @@ class TalkingHead(nn.Module):
         return self.canonical.density(points, offset, ident.geometry[None])
 
     def evaluate_points(self, points: torch.Tensor, directions: torch.Tensor, lip: torch.Tensor, eye: torch.Tensor,
-                        pose: torch.Tensor, identity: PointIdentity | None = None):
+                        pose: torch.Tensor, identity: PointIdentity | None = None, body: torch.Tensor | None = None):
         """Sample points of one frame [M,3] and their view directions [M,3], the frame's signals as
         single rows -> (density [M], rgb [M,3], attentions). The whole per-sample path in one
-        function, so that it compiles into one graph."""
+        function, so that it compiles into one graph. `body` [1,6]: the frame's body correction
+        (training with body refinement only)."""
         if identity is None:
-            deformed = self.deformation(points, lip, eye, pose)
+            deformed = self.deformation(points, lip, eye, pose, body=body)
             density, rgb = self.canonical(deformed.canonical, directions)
         else:
             from .identity import offset_features
 
-            deformed = self.deformation(points, lip, eye, pose, identity.deformation)
+            deformed = self.deformation(points, lip, eye, pose, identity.deformation, body=body)
             offset = offset_features(identity.offset, self.canonical.normalise(deformed.canonical),
                                      self.canonical.encoding.config)
             density, rgb = self.canonical(deformed.canonical, directions, offset, identity.geometry,
@@ -228,9 +229,13 @@ class TalkingHead(nn.Module):
         """`identity` (multi-identity models): whose parts to use; default the model's own."""
         lip, eye, pose, point_identity = self.frame_signals(batch, directions.device, identity)
         runner = self.point_runner or self.evaluate_points
+        # training with body refinement: the frame's body correction (lokitalk.train.body_refine)
+        body = batch["body_correction"].to(directions.device)[None] if "body_correction" in batch else None
 
         def field_fn(points: torch.Tensor, ray_index: torch.Tensor):
             # one frame per batch: its signals are passed once and broadcast inside
-            return runner(points, directions[ray_index], lip[None], eye[None], pose[None], point_identity)
+            if body is None:  # the call every rendered frame makes: one compiled graph
+                return runner(points, directions[ray_index], lip[None], eye[None], pose[None], point_identity)
+            return runner(points, directions[ray_index], lip[None], eye[None], pose[None], point_identity, body)
 
         return field_fn

@@ -10,6 +10,13 @@ a reference pose (R_ref, t_ref), the training frames' mean, is
 and `camera_rigid_offset` gives x_ref - x, the displacement that brings frame n's body point back
 to the canonical body (lokitalk.model.deformation, `torso_motion="rigid"`).
 
+A real body does not keep quite still: it breathes, shrugs and leans, and on id01's training
+frames the rendered torso sits 1-2 px off in a direction that changes from frame to frame
+(docs/RESULTS.md, "Body corrections"). Training with body refinement (lokitalk.train.body_refine)
+gives each training frame a small rigid correction (w_n, u_n) of the body in the reference body
+frame, x_ref' = Exp(w_n) x_ref + u_n: rotation about the reference head centre, where the neck
+is near. Frames without one (every frame rendered after training) keep the mean body, zero.
+
 Poses travel through the nets as 6-vectors (rotation vector, translation: `field.pose_vector`);
 `rotation_from_vector` is Rodrigues' formula, `rotation_from_vector_reference` the matrix
 exponential that tests compare it with.
@@ -59,19 +66,28 @@ def mean_pose(rotations: np.ndarray, translations: np.ndarray) -> tuple[float, .
     return tuple(float(v) for v in pose_vector(torch.from_numpy(rotation), torch.from_numpy(translation)))
 
 
-def camera_rigid_offset(x: torch.Tensor, pose: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+def camera_rigid_offset(x: torch.Tensor, pose: torch.Tensor, reference: torch.Tensor,
+                        body: torch.Tensor | None = None) -> torch.Tensor:
     """Head-frame points x [M,3] of a frame with pose [1 or M, 6] -> [M,3] displacement to where a
     camera-rigid body point sits under the reference pose [6]: R_ref^T (R x + t - t_ref) - x.
+    `body` [1, 6]: the frame's body correction (rotation vector, translation in metres), applied
+    in the reference body frame: Exp(w) R_ref^T (R x + t - t_ref) + u - x.
     In float32 whatever the autocast: in bfloat16 the map would err by ~1 mm, half a pixel."""
     dtype = torch.promote_types(x.dtype, torch.float32)
     with torch.autocast(device_type=x.device.type, enabled=False):
-        return _camera_rigid_offset(x.to(dtype), pose.to(dtype), reference.to(dtype))
+        body = None if body is None else body.to(dtype)
+        return _camera_rigid_offset(x.to(dtype), pose.to(dtype), reference.to(dtype), body)
 
 
-def _camera_rigid_offset(x: torch.Tensor, pose: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+def _camera_rigid_offset(x: torch.Tensor, pose: torch.Tensor, reference: torch.Tensor,
+                         body: torch.Tensor | None = None) -> torch.Tensor:
     rotation = rotation_from_vector(pose[:, :3])  # [1 or M, 3, 3]
     reference_rotation = rotation_from_vector(reference[None, :3])[0]
     shift = (pose[:, 3:] - reference[3:]) @ reference_rotation  # R_ref^T (t - t_ref), [1 or M, 3]
     if pose.shape[0] == 1:  # one frame's pose for every point: one 3x3 map
-        return x @ (reference_rotation.T @ rotation[0]).T + shift - x
-    return torch.einsum("ij,mik,mk->mj", reference_rotation, rotation, x) + shift - x
+        mapped = x @ (reference_rotation.T @ rotation[0]).T + shift
+    else:
+        mapped = torch.einsum("ij,mik,mk->mj", reference_rotation, rotation, x) + shift
+    if body is not None:
+        mapped = mapped @ rotation_from_vector(body[:, :3])[0].T + body[:, 3:]
+    return mapped - x

@@ -99,6 +99,10 @@ class TrainConfig:
     pose_lr: float = 5e-4
     pose_knot_frames: int = 4  # corrections on knots every N frames, linear between (1: one per frame)
     pose_start: float = 0.1  # share of the steps before the corrections move (the field must exist first)
+    # learn a rigid correction of the body for every training frame (lokitalk.train.body_refine; a
+    # rigid torso stage only): the body breathes and shrugs where the rigid torso holds it still.
+    # Same learning rate, knots and start as the pose corrections; rendered frames keep the mean body
+    body_refinement: bool = False
     # rays through the avatar's fitted face points (pose.npz shape) whose rendered termination is
     # pulled to the point, in cm (lokitalk.train.face_depth): the depth a few frontal seconds leave
     # open. 0: off (`fast` and `full`: FACE_DEPTH_WEIGHT). `face_depth_rays` per step, only points facing the camera by more than

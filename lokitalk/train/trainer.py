@@ -36,6 +36,7 @@ from .accelerate import accelerate_model, resolve
 from .checkpoint import load_checkpoint, model_config_to_dict, save_checkpoint
 from .config import TrainConfig, lpips_patch_regions, training_rays
 from .face_depth import face_depth_batch, face_depth_loss, face_depth_points_for
+from .body_refine import FrameBodyCorrections
 from .pose_refine import FramePoseCorrections, fit_pose_calibration
 from .losses import attention_loss, batch_speech, displacement_loss, opacity_loss, photometric_loss, psnr
 from .progress import progress_bar
@@ -181,6 +182,7 @@ def train(avatar_dir: Path, model_dir: Path, config: TrainConfig, device: str = 
         config = replace(config, lip_input=started.get("lip_input", "raw"), eye_input=started.get("eye_input", "raw"),
                          fine_deformation_seconds=started.get("fine_deformation_seconds"),
                          pose_refinement=bool(started.get("pose_refinement", False)),
+                         body_refinement=bool(started.get("body_refinement", False)),
                          face_depth_weight=float(started.get("face_depth_weight", 0.0)),
                          face_depth_lower_face=bool(started.get("face_depth_lower_face", False)))
         started_torso = previous.get("model", {}).get("deformation", {}).get("torso_motion", "learned")
@@ -209,16 +211,29 @@ def train(avatar_dir: Path, model_dir: Path, config: TrainConfig, device: str = 
         optimizer, learning_rate_factors(config, schedule))
     sampler = RaySampler(avatar, training_rays(config), frames=frames, seed=config.seed)
     poses, pose_optimizer, pose_first_step = None, None, config.steps
-    if config.pose_refinement:
+    bodies, body_optimizer = None, None
+    if config.pose_refinement or config.body_refinement:
         if not 0.0 <= config.pose_start <= 1.0:
             raise InputError(f"pose_start is a share of the steps, between 0 and 1, not {config.pose_start}")
         if config.pose_knot_frames < 1:
             raise InputError(f"pose_knot_frames is a frame count, 1 or more, not {config.pose_knot_frames}")
+        pose_first_step = int(round(config.pose_start * config.steps))
+    if config.pose_refinement:
         poses = FramePoseCorrections(avatar.num_frames, frames, config.pose_knot_frames).to(dev)
         # beta2 0.99: SparseAdam corrects its moments' bias by the table's step count, not a knot's,
         # so a knot's first update is lr (1 - beta1) / sqrt(1 - beta2): 3.2 lr at beta2 0.999
         pose_optimizer = torch.optim.SparseAdam(list(poses.parameters()), lr=config.pose_lr, betas=(0.9, 0.99))
-        pose_first_step = int(round(config.pose_start * config.steps))
+    if config.body_refinement:
+        deform = model.config.deformation
+        if deform.kind != "region" or deform.torso_motion != "rigid":
+            raise InputError("body refinement needs a region model with a rigid torso stage (--torso-motion rigid)")
+        bodies = FrameBodyCorrections(avatar.num_frames, frames, config.pose_knot_frames).to(dev)
+        body_optimizer = torch.optim.SparseAdam(list(bodies.parameters()), lr=config.pose_lr, betas=(0.9, 0.99))
+
+    def corrected(batch: dict) -> dict:
+        """A training batch with its frame's learned corrections: head pose, then body."""
+        batch = batch if poses is None else poses(batch)
+        return batch if bodies is None else bodies(batch)
     generator = torch.Generator().manual_seed(config.seed)
     render_cfg = RenderConfig(samples_per_ray=config.samples_per_ray, stratified=True,
                               box_sampling=config.box_sampling)
@@ -268,6 +283,9 @@ def train(avatar_dir: Path, model_dir: Path, config: TrainConfig, device: str = 
         if poses is not None:
             poses.load_state_dict({k[len("poses."):]: v for k, v in tensors.items() if k.startswith("poses.")})
             pose_optimizer.load_state_dict(state["pose_optimizer"])
+        if bodies is not None:
+            bodies.load_state_dict({k[len("bodies."):]: v for k, v in tensors.items() if k.startswith("bodies.")})
+            body_optimizer.load_state_dict(state["body_optimizer"])
 
     def fit_calibration() -> None:
         """The model's pose correction for frames not trained on: the part of the corrections so
@@ -285,8 +303,11 @@ def train(avatar_dir: Path, model_dir: Path, config: TrainConfig, device: str = 
         tensors.update({f"grid.{k}": v.float() if v.dtype == torch.bool else v for k, v in grid.state_dict().items()})
         if poses is not None:  # readers of the model take "model." and "grid." only
             tensors.update({f"poses.{k}": v for k, v in poses.state_dict().items()})
+        if bodies is not None:
+            tensors.update({f"bodies.{k}": v for k, v in bodies.state_dict().items()})
         save_checkpoint(model_dir, step, tensors, {
             **({} if pose_optimizer is None else {"pose_optimizer": pose_optimizer.state_dict()}),
+            **({} if body_optimizer is None else {"body_optimizer": body_optimizer.state_dict()}),
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "sampler_rng": sampler.rng.bit_generator.state, "generator": generator.get_state(),
             "patch_rng": patch_sampler.rng.bit_generator.state if patch_sampler is not None else None,
@@ -316,9 +337,8 @@ def train(avatar_dir: Path, model_dir: Path, config: TrainConfig, device: str = 
             batch = sampler.sample()
             depth_batch = None if face is None else face_depth_batch(
                 batch, face, config.face_depth_rays, config.face_depth_min_facing, depth_rng)
-            if poses is not None:
-                batch = poses(batch)
-                depth_batch = None if depth_batch is None else poses(depth_batch)
+            batch = corrected(batch)
+            depth_batch = None if depth_batch is None else corrected(depth_batch)
             with accel.autocast(dev):
                 out = render_batch(model, batch, grid, render_cfg, generator)
             target = batch["rgb"].to(dev)
@@ -338,16 +358,19 @@ def train(avatar_dir: Path, model_dir: Path, config: TrainConfig, device: str = 
             if lpips_net is not None and step >= lpips_first_step and step % config.lpips_every == 0:
                 with accel.autocast(dev):
                     loss = loss + config.lpips_weight * _patch_lpips(model, patch_sampler, lpips_net, grid,
-                                                                     render_cfg, generator, dev, poses)
+                                                                     render_cfg, generator, dev, corrected)
             optimizer.zero_grad(set_to_none=True)
-            if pose_optimizer is not None:
-                pose_optimizer.zero_grad(set_to_none=True)
+            for frame_optimizer in (pose_optimizer, body_optimizer):
+                if frame_optimizer is not None:
+                    frame_optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
-            if pose_optimizer is not None and step >= pose_first_step:
-                pose_optimizer.step()
-                poses.recentre()
+            if step >= pose_first_step:
+                for frame_optimizer, table in ((pose_optimizer, poses), (body_optimizer, bodies)):
+                    if frame_optimizer is not None:
+                        frame_optimizer.step()
+                        table.recentre()
             last_loss = loss.detach().item()
             done = step + 1
             for callback in callbacks:
@@ -373,15 +396,17 @@ def train(avatar_dir: Path, model_dir: Path, config: TrainConfig, device: str = 
             "elapsed_s": round(time.perf_counter() - started, 2), "device": str(dev), "amp": accel.amp,
             "compiled": bool(runner is not None and runner.fallback_reason is None),
             "compile_fallback": None if runner is None else runner.fallback_reason,
-            **({} if poses is None else {"pose_corrections": poses.summary()})}
+            **({} if poses is None else {"pose_corrections": poses.summary()}),
+            **({} if bodies is None else {"body_corrections": bodies.summary()})}
 
 
 def _patch_lpips(model, sampler: RaySampler, lpips_net, grid, render_cfg, generator, dev,
-                 poses: FramePoseCorrections | None = None) -> torch.Tensor:
-    """LPIPS between a rendered square patch and the real one (perceptual detail: teeth, lips)."""
+                 corrected=None) -> torch.Tensor:
+    """LPIPS between a rendered square patch and the real one (perceptual detail: teeth, lips).
+    `corrected`: applies the frame's learned corrections to a batch (pose and body refinement)."""
     batch = sampler.sample()
-    if poses is not None:
-        batch = poses(batch)
+    if corrected is not None:
+        batch = corrected(batch)
     out = render_batch(model, batch, grid, render_cfg, generator)
     side = sampler.config.patch_size
     rendered = out.rgb.reshape(1, side, side, 3).permute(0, 3, 1, 2) * 2 - 1
