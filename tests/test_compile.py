@@ -48,6 +48,11 @@ def test_compiled_point_path_of_a_multi_identity_model_matches_eager():
     # another number of samples: the same graph (dynamic shapes), still the eager result
     few = model.field_for(frame, directions)(points[:777], index[:777])[0].detach()
     torch.testing.assert_close(few, eager[0][:777], rtol=1e-4, atol=1e-5)
+    # the density-only path of training's look-ahead pruning compiles too, to the same densities
+    with torch.no_grad():
+        density = model.field_for(frame, directions).density(points, index)
+    assert model.density_runner.fallback_reason is None
+    torch.testing.assert_close(density, eager[0], rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("attention_frame", ["head", "head+body"])

@@ -167,3 +167,28 @@ def test_pretrain_command_uses_the_default_steps_unless_told(monkeypatch, tmp_pa
                                      "--identities-per-step", "4", "--quiet"], capsys)
     assert code in (0, None), err
     assert [c.train.steps for c in seen] == [20 * pretrain_module.RENDERS_PER_IDENTITY, 50]
+
+
+def test_the_density_only_path_gives_the_full_paths_density():
+    """field_for's `density` (the renderer's look-ahead pruning) against the full per-sample path,
+    for a single-person model, a rigid-torso one with a body correction, and a multi-identity one."""
+    torch.manual_seed(1)
+    points = torch.rand(64, 3) * 0.3 - 0.15
+    directions = torch.nn.functional.normalize(torch.randn(64, 3), dim=-1)
+    rigid = ModelConfig(deformation=DeformationConfig(torso_motion="rigid", reference_pose=(0.05, 0.0, 0.0, 0.0, 0.0, 0.6)))
+    prior = TalkingHead(micro_prior_config())
+    prior.identity.set_lip_map(np.random.default_rng(0).normal(size=(16, 6)), np.zeros(6))
+    cases = [(TalkingHead(ModelConfig()), batch()), (TalkingHead(rigid), dict(batch(), body_correction=torch.tensor(
+        [0.02, -0.01, 0.03, 0.004, 0.0, -0.002]))), (prior, batch())]
+    for model, frame in cases:
+        for module in model.modules():  # deformations that move points (zero-initialised last layers otherwise)
+            if isinstance(module, torch.nn.Linear) and not module.weight.abs().sum():
+                torch.nn.init.normal_(module.weight, std=0.3)
+        field = model.field_for(frame, directions)
+        full = field(points, torch.arange(64))[0]
+        torch.testing.assert_close(field.density(points, torch.arange(64)), full)
+        assert full.std() > 0
+    # the body correction reaches the density path too
+    plain = cases[1][0].field_for(batch(), directions)
+    assert not torch.allclose(plain.density(points, torch.arange(64)),
+                              cases[1][0].field_for(cases[1][1], directions).density(points, torch.arange(64)))

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from lokitalk.model.renderer import OccupancyGrid, RenderConfig, ray_box_interval, render_dense_reference, render_rays
@@ -157,3 +158,74 @@ def test_tightening_the_grid_only_removes_faint_cells():
     tight = render_rays(blob_field, origins, directions, torch.zeros(3), config, grid)
     assert tight.evaluated < full.evaluated
     assert float((tight.rgb - full.rgb).abs().max()) < 0.05
+
+
+def _trainable_blob():
+    """An opaque blob with a density scale and a colour shift to take gradients."""
+    scale = torch.tensor(20.0, requires_grad=True)
+    shift = torch.tensor([0.05, -0.02, 0.03], requires_grad=True)
+
+    def field(points, ray_index):
+        density, rgb = blob_field(points, ray_index)
+        return density * scale, (rgb + shift).clamp(0, 1)
+
+    return field, (scale, shift)
+
+
+def _image_and_gradient(config, seed=5):
+    origins, directions = rays(96, seed=seed)
+    field, params = _trainable_blob()
+    out = render_rays(field, origins, directions, torch.tensor([0.9, 0.1, 0.4]), config)
+    target = torch.full_like(out.rgb, 0.3)
+    ((out.rgb - target) ** 2).sum().backward()
+    return out, torch.cat([params[0].grad[None], params[1].grad])
+
+
+def test_look_ahead_pruning_keeps_the_image_and_the_gradient_and_evaluates_fewer_samples():
+    samples = 64
+    full, full_grad = _image_and_gradient(RenderConfig(samples, 0.2, 1.0))
+    # which samples deserve a gradient, written out: opacity and light reaching them above the threshold
+    origins, directions = rays(96, seed=5)
+    t = torch.linspace(0.2, 1.0, samples + 1)[:-1] + 0.4 / samples
+    points = origins[:, None] + t[None, :, None] * directions[:, None]
+    density = 20.0 * blob_field(points.reshape(-1, 3), None)[0].reshape(96, samples)
+    deltas = torch.cat([torch.full((samples - 1,), 0.8 / samples), (1.0 - t[-1:]).clamp_min(1e-4)])
+    alpha = 1 - torch.exp(-density * deltas)
+    light = torch.cumprod(torch.cat([torch.ones(96, 1), 1 - alpha[:, :-1]], 1), 1)
+    for threshold in (1e-4, 1e-3):
+        pruned, pruned_grad = _image_and_gradient(RenderConfig(samples, 0.2, 1.0, prune=threshold))
+        assert pruned.evaluated == int(((alpha > threshold) & (light > threshold)).sum())
+        assert pruned.evaluated < 0.5 * full.evaluated
+        # each dropped sample in front of the surface hides at most `threshold`, those behind it add
+        # at most `threshold` together
+        assert float((pruned.rgb - full.rgb).detach().abs().max()) <= (samples + 1) * threshold
+        assert float((pruned_grad - full_grad).norm() / full_grad.norm()) < 2 * threshold
+    # a vanishing threshold drops only samples that contribute nothing
+    exact, exact_grad = _image_and_gradient(RenderConfig(samples, 0.2, 1.0, prune=1e-30))
+    torch.testing.assert_close(exact.rgb, full.rgb, atol=1e-6, rtol=0)
+    torch.testing.assert_close(exact_grad, full_grad, atol=1e-5, rtol=1e-6)
+
+
+def test_pruning_reads_the_fields_density_path_when_it_has_one():
+    origins, directions = rays(32, seed=2)
+    config = RenderConfig(48, 0.2, 1.0, prune=1e-4)
+    calls = []
+
+    def with_density(points, ray_index):
+        return blob_field(points, ray_index)
+
+    def density_only(points, ray_index):
+        calls.append(len(points))
+        return blob_field(points, ray_index)[0]
+
+    fallback = render_rays(blob_field, origins, directions, torch.zeros(3), config)
+    with_density.density = density_only
+    fast = render_rays(with_density, origins, directions, torch.zeros(3), config)
+    assert calls == [len(origins) * 48]  # every occupied sample (no grid: all of them), once
+    torch.testing.assert_close(fast.rgb, fallback.rgb, atol=0, rtol=0)
+    assert fast.evaluated == fallback.evaluated
+    with_density.density = lambda points, ray_index: torch.zeros(len(points))  # says: nothing is there
+    assert render_rays(with_density, origins, directions, torch.zeros(3), config).evaluated == 0
+    with pytest.raises(ValueError, match="exclusive"):
+        render_rays(blob_field, origins, directions, torch.zeros(3), RenderConfig(48, 0.2, 1.0, prune=1e-4,
+                                                                                    termination=1e-3))

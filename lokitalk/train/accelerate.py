@@ -73,3 +73,5 @@ class CompiledOrEager:
 def accelerate_model(model, acceleration: Acceleration) -> None:
     """Compile the model's per-sample path when asked (a TalkingHead: deformation + field)."""
     model.point_runner = CompiledOrEager(model.evaluate_points) if acceleration.compile else None
+    # the density-only path of training's look-ahead pruning (model.renderer, RenderConfig.prune)
+    model.density_runner = CompiledOrEager(model.evaluate_density) if acceleration.compile else None

@@ -22,6 +22,10 @@ class TrainConfig:
     rays_per_batch: int = 1024
     samples_per_ray: int = 24
     box_sampling: bool = False  # samples over each ray's part inside the field's box (not near..far)
+    # look-ahead pruning (model.renderer, RenderConfig.prune): a density-only pass without gradients,
+    # then the full field with gradients only where a sample's opacity and the light reaching it
+    # exceed this (0: every occupied sample)
+    prune: float = 0.0
     image_scale: float = 1.0  # train and render at this fraction of the avatar's size
     lr_grid: float = 3e-2
     lr_network: float = 5e-3

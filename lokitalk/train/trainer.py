@@ -236,7 +236,7 @@ def train(avatar_dir: Path, model_dir: Path, config: TrainConfig, device: str = 
         return batch if bodies is None else bodies(batch)
     generator = torch.Generator().manual_seed(config.seed)
     render_cfg = RenderConfig(samples_per_ray=config.samples_per_ray, stratified=True,
-                              box_sampling=config.box_sampling)
+                              box_sampling=config.box_sampling, prune=config.prune)
     patch_sampler, lpips_net = None, None
     if config.lpips_weight > 0:
         from ..evaluate.lpips import LPIPS
