@@ -184,6 +184,10 @@ def train(
                                                "correction of the body (breathing, shrugs) for every training "
                                                "frame, where the rigid torso holds it still; rendered frames keep "
                                                "the mean body (default: the preset's; needs a rigid torso)."),
+    prune: Optional[float] = typer.Option(None, "--prune", metavar="THRESHOLD", help="Training evaluates the "
+                                          "field with gradients only at samples whose opacity and the light "
+                                          "reaching them exceed this (a density-only pass finds them; 0: every "
+                                          "sample, exact; default: the preset's, 1e-4)."),
     face_depth: Optional[float] = typer.Option(None, "--face-depth", metavar="WEIGHT", help="Weight of the face "
                                                "depth loss: rays through the avatar's fitted face points are pulled "
                                                "to stop on them (0: off; default: the preset's)."),
@@ -220,6 +224,10 @@ def train(
         config = replace(config, pose_refinement=refine_poses)
     if refine_body is not None:
         config = replace(config, body_refinement=refine_body)
+    if prune is not None:
+        if not 0 <= prune < 1:  # also NaN
+            raise LokiTalkError("--prune must be at least 0 and below 1")
+        config = replace(config, prune=prune)
     if face_depth is not None:
         if not face_depth >= 0:  # also NaN
             raise LokiTalkError("--face-depth must be 0 or more")

@@ -108,6 +108,23 @@ def test_train_refine_body_flag_overrides_the_preset(tmp_path, capsys, monkeypat
     assert len(seen) == 3
 
 
+def test_train_prune_flag_sets_the_threshold_and_rejects_a_bad_one(tmp_path, capsys, monkeypatch):
+    import lokitalk.train.trainer as trainer
+    from lokitalk.train.config import PRUNE
+
+    seen = []
+    monkeypatch.setattr(trainer, "train", lambda avatar, out, config, **kwargs: (
+        seen.append(config.prune), {"finished": True})[1])
+    for args, expected in (([], PRUNE), (["--prune", "0"], 0.0), (["--prune", "1e-3"], 1e-3)):
+        code, err = run_cli(["train", tmp_path, "--out", tmp_path / "m", "-q", *args], capsys)
+        assert code in (0, None), err
+        assert seen[-1] == expected
+    for bad in ("-1e-4", "1", "nan"):
+        code, err = run_cli(["train", tmp_path, "--out", tmp_path / "m", "-q", "--prune", bad], capsys)
+        assert_one_line_error(code, err, "--prune must be at least 0 and below 1")
+    assert len(seen) == 3
+
+
 def test_render_and_evaluate_need_a_trained_model(tmp_path, capsys):
     (tmp_path / "model").mkdir()
     code, err = run_cli(["evaluate", tmp_path / "model"], capsys)

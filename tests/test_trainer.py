@@ -418,6 +418,26 @@ def test_fast_and_full_refine_poses_and_tiny_does_not(name, refined):
     assert preset(name).pose_refinement == refined
 
 
+@pytest.mark.parametrize("name", ["tiny", "fast", "full"])
+def test_every_preset_prunes_its_gradient_passes_and_the_bare_config_does_not(name):
+    from lokitalk.train.config import PRUNE, preset
+
+    assert preset(name).prune == PRUNE > 0 and TrainConfig().prune == 0.0
+
+
+def test_a_pruned_run_prunes_every_training_render_and_follows_the_exact_one(avatar, tmp_path, monkeypatch):
+    import lokitalk.render.frames as frames
+
+    seen, real = [], frames.render_rays
+    monkeypatch.setattr(frames, "render_rays", lambda *args, **kwargs: (seen.append(args[4].prune), real(*args, **kwargs))[1])
+    exact = train(avatar, tmp_path / "exact", micro_config(40), device="cpu", show_progress=False)
+    assert set(seen) == {0.0}
+    seen.clear()
+    pruned = train(avatar, tmp_path / "pruned", replace(micro_config(40), prune=1e-4), device="cpu", show_progress=False)
+    assert set(seen) == {1e-4} and len(seen) >= 40
+    assert abs(pruned["last_loss"] - exact["last_loss"]) < 0.05 * exact["last_loss"]
+
+
 @pytest.mark.parametrize("setting, message", [({"pose_start": 1.5}, "pose_start"),
                                               ({"pose_knot_frames": 0}, "pose_knot_frames")])
 def test_bad_pose_refinement_settings_are_refused(avatar, tmp_path, setting, message):
