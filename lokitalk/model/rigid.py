@@ -12,7 +12,7 @@ to the canonical body (lokitalk.model.deformation, `torso_motion="rigid"`).
 
 A real body does not keep quite still: it breathes, shrugs and leans, and on id01's training
 frames the rendered torso sits 1-2 px off in a direction that changes from frame to frame
-(docs/RESULTS.md, "Body corrections"). Training with body refinement (lokitalk.train.body_refine)
+(docs/RESULTS.md, "What the neck band's error is"). Training with body refinement (lokitalk.train.body_refine)
 gives each training frame a small rigid correction (w_n, u_n) of the body in the reference body
 frame, x_ref' = Exp(w_n) x_ref + u_n: rotation about the reference head centre, where the neck
 is near. Frames without one (every frame rendered after training) keep the mean body, zero.

@@ -176,7 +176,7 @@ WIDE_OFFSET_SCALE = 0.1
 # samples that neither show (opacity below 1e-4) nor are seen (light reaching them below 1e-4). On
 # trained id01 and id04 `fast` models a step's gradient changed by 0.005-0.012 % and the step took
 # 1.5-1.8x less time (13-14 field evaluations a ray with gradients -> 5-6); whole runs: id01 28.90 dB /
-# LPIPS 0.124 / LMD 1.52 against 28.91 / 0.126 / 1.67 (docs/RESULTS.md, "Look-ahead pruning").
+# LPIPS 0.124 / LMD 1.52 against 28.91 / 0.126 / 1.67 (docs/RESULTS.md, "Training speed: look-ahead pruning").
 # The dataclass default stays 0: every occupied sample, the exact reference
 PRUNE = 1e-4
 
