@@ -156,12 +156,17 @@ def composite(density: torch.Tensor, rgb: torch.Tensor, t: torch.Tensor, far: fl
     """Alpha compositing: density [R,S], rgb [R,S,3], t [R,S], far (scalar or [R]) -> RenderOutput."""
     deltas = _deltas(t, far)
     alpha = 1.0 - torch.exp(-density * deltas)
-    transmittance = torch.cumprod(torch.cat([torch.ones_like(alpha[:, :1]), 1.0 - alpha + 1e-10], dim=1), dim=1)[:, :-1]
+    transmittance = _transmittance(alpha)
     weights = alpha * transmittance
     opacity = weights.sum(1)
     color = (weights[..., None] * rgb).sum(1) + (1.0 - opacity)[:, None] * background
     depth = (weights * t).sum(1)
     return RenderOutput(rgb=color, opacity=opacity, depth=depth, weights=weights, evaluated=int(density.numel()))
+
+
+def _transmittance(alpha: torch.Tensor) -> torch.Tensor:
+    """[R,S] opacities -> the light reaching each sample: the product of (1 - alpha) in front of it."""
+    return torch.cumprod(torch.cat([torch.ones_like(alpha[:, :1]), 1.0 - alpha + 1e-10], dim=1), dim=1)[:, :-1]
 
 
 def _deltas(t: torch.Tensor, far: float | torch.Tensor) -> torch.Tensor:
@@ -241,7 +246,7 @@ def _worth_a_gradient(field: Field, points: torch.Tensor, ray_of: torch.Tensor, 
         density = torch.zeros(t.shape, device=t.device, dtype=torch.float32)
         density = density.index_put((ray_of, column), values.float())
         alpha = 1.0 - torch.exp(-density * _deltas(t, far).float())
-        before = torch.cumprod(torch.cat([torch.ones_like(alpha[:, :1]), 1.0 - alpha + 1e-10], 1), 1)[:, :-1]
+        before = _transmittance(alpha)
         return (alpha[ray_of, column] > threshold) & (before[ray_of, column] > threshold)
 
 
