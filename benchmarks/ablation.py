@@ -126,7 +126,11 @@ def main() -> None:
                             "face_depth_error_cm", "lower_face_depth_error_cm", "eye_ratio_error", "render_fps")},
                "evaluated_per_ray": round(rendered_evaluations(model_dir, avatar, device), 2),
                "mean_image_psnr": round(metrics["baselines"]["mean_image_psnr"], 3),
-               "nearest_frame_psnr": round(metrics["baselines"]["nearest_training_frame_psnr"], 3)}
+               "nearest_frame_psnr": round(metrics["baselines"]["nearest_training_frame_psnr"], 3),
+               **{f"{short}_{m}": (round(metrics["baselines"][f"{long}_{m}"], 4)
+                                   if metrics["baselines"].get(f"{long}_{m}") is not None else None)
+                  for short, long in (("mean_image", "mean_image"), ("nearest_frame", "nearest_training_frame"))
+                  for m in ("lpips", "lmd") if f"{long}_{m}" in metrics["baselines"]}}
         if args.motion:
             row.update(motion_response(model_dir, avatar, device))
         rows.append(row)

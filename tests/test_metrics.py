@@ -25,6 +25,17 @@ def test_nearest_frame_baseline_matches_reference(rng):
     assert fast > metrics.mean_image_baseline(train, test) + 5  # the oracle finds the near copies
 
 
+def test_nearest_frame_indices_match_reference_across_chunks(rng):
+    train = rng.integers(0, 255, (23, 10, 10, 3), dtype=np.uint8)
+    train[20] = train[6]  # an exact tie: both pick the first of the two
+    picks = [3, 17, 6, 22]
+    test = np.clip(train[picks].astype(int) + rng.integers(-9, 9, (4, 10, 10, 3)), 0, 255).astype(np.uint8)
+    reference = metrics.nearest_frame_indices_reference(train, test)
+    assert reference.tolist() == picks
+    for chunk in (1, 5, 64):
+        assert metrics.nearest_frame_indices(train, test, chunk=chunk).tolist() == picks
+
+
 def test_landmark_distance_and_ssim(rng):
     pts = rng.random((4, 478, 3)) * 100
     moved = pts.copy()

@@ -466,3 +466,16 @@ def test_evaluation_baselines_use_the_frames_the_model_trained_on(avatar, tmp_pa
         metrics.nearest_frame_baseline(frames(seen), real), abs=1e-9)
     assert baselines["mean_image_psnr"] != pytest.approx(
         metrics.mean_image_baseline(frames(data.split.train), real), abs=1e-6)
+    # the nearest frames are frame numbers of the avatar, from the frames the model saw, and the
+    # nearest frame's LMD reads the prepared landmarks of those frames at the rendered size
+    nearest = np.array(baselines["nearest_training_frame_indices"])
+    assert len(nearest) == len(real) and np.isin(nearest, seen).all()
+    assert baselines["nearest_training_frame_psnr"] == pytest.approx(
+        np.mean([metrics.psnr(a, b) for a, b in zip(frames(nearest), real)]), abs=1e-9)
+    from lokitalk.face_model import load_face_template
+
+    ok = data.valid[data.split.test] & data.valid[nearest]
+    scale = micro_config().image_scale
+    expected = metrics.landmark_distance(data.landmarks[nearest[ok]] * scale, data.landmarks[data.split.test[ok]] * scale,
+                                         load_face_template().mouth_points)
+    assert baselines["nearest_training_frame_lmd"] == pytest.approx(expected, rel=1e-6)

@@ -233,9 +233,13 @@ def write_report(out: Path, metrics: dict) -> Path:
     eval_rows = [
         ("PSNR (dB)", _fmt(ev.get("psnr"), 2), f"mean image {_fmt(base.get('mean_image_psnr'), 2)}, nearest "
                                                f"training frame (oracle) {_fmt(base.get('nearest_training_frame_psnr'), 2)}"),
-        ("SSIM", _fmt(ev.get("ssim")), ""), ("LPIPS (AlexNet)", _fmt(ev.get("lpips")), "lower is better"),
+        ("SSIM", _fmt(ev.get("ssim")), f"mean image {_fmt(base.get('mean_image_ssim'))}, nearest training frame "
+                                       f"{_fmt(base.get('nearest_training_frame_ssim'))}"),
+        ("LPIPS (AlexNet)", _fmt(ev.get("lpips")), f"lower is better; mean image {_fmt(base.get('mean_image_lpips'))}, "
+                                                   f"nearest training frame {_fmt(base.get('nearest_training_frame_lpips'))}"),
         ("LMD (px)", _fmt(ev.get("lmd"), 2), f"mouth landmarks, rendered vs real: the mouth off by "
-                                             f"{_fmt(ev.get('mouth_offset_px'), 2)} px, its shape by {_fmt(ev.get('lmd_mouth_shape'), 2)} px"),
+                                             f"{_fmt(ev.get('mouth_offset_px'), 2)} px, its shape by {_fmt(ev.get('lmd_mouth_shape'), 2)} px; "
+                                             f"nearest training frame {_fmt(base.get('nearest_training_frame_lmd'), 2)}"),
         ("face depth error (cm)", _fmt(ev.get("face_depth_error_cm"), 2), "the rendered face surface vs the fitted face points"),
         ("lower face depth error (cm)", _fmt(ev.get("lower_face_depth_error_cm"), 2),
          "the rendered surface vs each frame's lip, chin and jaw landmarks"),

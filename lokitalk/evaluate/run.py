@@ -22,6 +22,7 @@ from ..prepare.masks import Region
 from ..render.frames import frame_conditioning, render_frame
 from ..render.loading import TrainedModel, load_trained
 from . import metrics
+from .baselines import trivial_baselines
 from .deformation import stage_displacements
 from .novelty import NOVEL_VIEW_DEG, novel_view_mask, split_summary
 
@@ -120,12 +121,16 @@ def evaluate(model_dir: Path, max_frames: int | None = None, device: str = "cpu"
     # the baselines see what the model saw: its training frames (the first train_seconds of the
     # train split when it was trained on those only)
     train_frames = np.stack([resize_image(avatar.frame(int(i)), camera) for i in trained_on])
+    landmarks = avatar.landmarks[..., :2] * trained.image_scale  # px at the size the model renders
+    baselines = trivial_baselines(train_frames, real, _lpips, landmarks[trained_on], landmarks[frames],
+                                  (avatar.valid[trained_on], avatar.valid[frames]), load_face_template().mouth_points)
+    # positions in the training frames -> the avatar's frame numbers
+    baselines["nearest_training_frame_indices"] = [int(trained_on[j]) for j in baselines["nearest_training_frame_indices"]]
     result["baselines"] = {
-        "mean_image_psnr": metrics.mean_image_baseline(train_frames, real),
-        "nearest_training_frame_psnr": metrics.nearest_frame_baseline(train_frames, real),
+        **baselines,
         "training_frames": int(len(trained_on)),
         "note": "same test frames and the model's training frames; the nearest frame is an oracle "
-                "(it peeks at the answer)",
+                "(it peeks at the answer); its LMD from the prepared landmarks of both real frames",
     }
     out = Path(model_dir) / "eval"
     out.mkdir(exist_ok=True)
