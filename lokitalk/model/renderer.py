@@ -64,6 +64,8 @@ class RenderOutput:
     weights: torch.Tensor  # [R,S]
     evaluated: int  # samples the field was evaluated at
     extras: dict[str, torch.Tensor] | None = None  # name -> [R] composited per-sample extras
+    distances: torch.Tensor | None = None  # [R,S] each sample's distance along its ray (m)
+    deltas: torch.Tensor | None = None  # [R,S] each sample's length along its ray (m)
 
 
 class OccupancyGrid(nn.Module):
@@ -161,7 +163,8 @@ def composite(density: torch.Tensor, rgb: torch.Tensor, t: torch.Tensor, far: fl
     opacity = weights.sum(1)
     color = (weights[..., None] * rgb).sum(1) + (1.0 - opacity)[:, None] * background
     depth = (weights * t).sum(1)
-    return RenderOutput(rgb=color, opacity=opacity, depth=depth, weights=weights, evaluated=int(density.numel()))
+    return RenderOutput(rgb=color, opacity=opacity, depth=depth, weights=weights, evaluated=int(density.numel()),
+                        distances=t, deltas=deltas)
 
 
 def _transmittance(alpha: torch.Tensor) -> torch.Tensor:

@@ -44,6 +44,9 @@ class TrainConfig:
     blink_frame_fraction: float = 0.0  # at least this share of steps on frames inside a blink (data.rays)
     edge_fraction: float = 0.0  # share of rays drawn in proportion to the frame's edges (data.rays)
     alpha_weight: float = 0.1  # opacity vs the person matte
+    # mip-NeRF 360's distortion loss on the rendered weights along each ray (train.losses, in units
+    # of the near..far span): a thin surface instead of a slab as thick as a few sample spacings
+    distortion_weight: float = 0.0
     attention_weight: float = 0.05  # region attentions vs region masks (region model only)
     # the region the lip attention is tied to: "mouth" (the lips and mouth interior) or
     # "lower_face" (the face below the nose tip with the chin's travel: the jaw moves with speech)

@@ -38,7 +38,8 @@ from .config import TrainConfig, lpips_patch_regions, training_rays
 from .face_depth import face_depth_batch, face_depth_loss, face_depth_points_for
 from .body_refine import FrameBodyCorrections
 from .pose_refine import FramePoseCorrections, fit_pose_calibration
-from .losses import attention_loss, batch_speech, displacement_loss, opacity_loss, photometric_loss, psnr
+from .losses import (attention_loss, batch_speech, displacement_loss, distortion_loss, opacity_loss,
+                     photometric_loss, psnr)
 from .progress import progress_bar
 
 MODEL_FORMAT = "lokitalk-model/1"
@@ -345,6 +346,9 @@ def train(avatar_dir: Path, model_dir: Path, config: TrainConfig, device: str = 
             labels = batch["labels"].to(dev)
             photo = photometric_loss(out.rgb, target, labels, config.mouth_weight, config.eye_weight)
             loss = photo + config.alpha_weight * opacity_loss(out.opacity, batch["alpha"].to(dev))
+            if config.distortion_weight > 0:
+                loss = loss + config.distortion_weight * distortion_loss(out.weights, out.distances, out.deltas,
+                                                                         render_cfg.far - render_cfg.near)
             if config.model.deformation.kind == "region" and config.attention_weight > 0:
                 loss = loss + config.attention_weight * attention_loss(out.extras, labels, batch_speech(batch, dev),
                                                                          config.neck_attention == "free")
