@@ -188,6 +188,13 @@ def train(
                                           "field with gradients only at samples whose opacity and the light "
                                           "reaching them exceed this (a density-only pass finds them; 0: every "
                                           "sample, exact; default: the preset's, 1e-4)."),
+    box_sampling: Optional[bool] = typer.Option(None, "--box-sampling/--no-box-sampling", help="Spread each "
+                                                "ray's samples over its part inside the field's box (about twice as "
+                                                "dense on the head, about twice the field evaluations; the model "
+                                                "renders the way it trained; default: the preset's)."),
+    distortion: Optional[float] = typer.Option(None, "--distortion", metavar="WEIGHT", help="Weight of the "
+                                               "distortion loss, which gathers each ray's rendered weight into a "
+                                               "thin surface (0: off; default: the preset's)."),
     face_depth: Optional[float] = typer.Option(None, "--face-depth", metavar="WEIGHT", help="Weight of the face "
                                                "depth loss: rays through the avatar's fitted face points are pulled "
                                                "to stop on them (0: off; default: the preset's)."),
@@ -228,6 +235,12 @@ def train(
         if not 0 <= prune < 1:  # also NaN
             raise LokiTalkError("--prune must be at least 0 and below 1")
         config = replace(config, prune=prune)
+    if box_sampling is not None:
+        config = replace(config, box_sampling=box_sampling)
+    if distortion is not None:
+        if not distortion >= 0:  # also NaN
+            raise LokiTalkError("--distortion must be 0 or more")
+        config = replace(config, distortion_weight=distortion)
     if face_depth is not None:
         if not face_depth >= 0:  # also NaN
             raise LokiTalkError("--face-depth must be 0 or more")
