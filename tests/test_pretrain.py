@@ -248,3 +248,30 @@ def test_overall_lip_scaling_keeps_the_directions_proportions(identities):
     assert spreads[0] > 2 * spreads[-1]  # the major direction stays the major one (whitening would equalise)
     with pytest.raises(InputError, match="lip scaling must be one of"):
         fit_lip_space(avatars, frames, scaling="whiten")
+
+
+def test_pretraining_adds_the_distortion_loss_on_every_identitys_render(identities, tmp_path, monkeypatch):
+    """With `distortion_weight` each identity's rendered weights pay the distortion loss at that
+    weight (a preset that has it pretrains with it, as its fine-tunes do); at 0 it is never built."""
+    import lokitalk.train.pretrain as pretrain_module
+    from lokitalk.train.losses import distortion_loss
+    from lokitalk.train.pretrain import PretrainConfig, pretrain
+
+    calls = []
+
+    def recording(weights, distances, deltas, span):
+        calls.append((weights.shape, bool(weights.requires_grad), span))
+        return distortion_loss(weights, distances, deltas, span)
+
+    monkeypatch.setattr(pretrain_module, "distortion_loss", recording)
+    avatars = [identities["ann"], identities["bob"]]
+    for weight in (0.0, 0.05):
+        config = PretrainConfig(train=replace(micro_config(3), distortion_weight=weight), identity=MICRO_IDENTITY,
+                                identities_per_step=2)
+        pretrain(avatars, tmp_path / f"p{weight}", config, device="cpu", show_progress=False)
+        if weight == 0:
+            assert calls == []
+    assert len(calls) == 3 * 2  # every step, both identities
+    assert all(shape[1] == 12 and grad and span == pytest.approx(0.6) for shape, grad, span in calls)
+    logs = [read_log(tmp_path / f"p{w}" / "pretrain_log.csv") for w in (0.0, 0.05)]
+    assert logs[0][-1][1] != pytest.approx(logs[1][-1][1], rel=1e-6)  # the loss it adds is in the total

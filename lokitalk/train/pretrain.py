@@ -52,7 +52,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig, training_rays
 from .face_depth import FaceDepthPoints, face_depth_batch, face_depth_loss, face_depth_points_for
 from .distributed import DistInfo, barrier, gather_to_main, init_distributed, mean_over_ranks, shutdown, wrap
-from .losses import attention_loss, batch_speech, opacity_loss, photometric_loss, psnr
+from .losses import attention_loss, batch_speech, distortion_loss, opacity_loss, photometric_loss, psnr
 from .progress import progress_bar
 from .prior import Prior, fit_lip_space, lip_map, prior_model_config, save_prior
 
@@ -107,6 +107,9 @@ class PriorNet(nn.Module):
             target, labels = batch["rgb"].to(device), batch["labels"].to(device)
             loss = photometric_loss(out.rgb, target, labels, train.mouth_weight, train.eye_weight)
             loss = loss + train.alpha_weight * opacity_loss(out.opacity, batch["alpha"].to(device))
+            if train.distortion_weight > 0:
+                loss = loss + train.distortion_weight * distortion_loss(out.weights, out.distances, out.deltas,
+                                                                        render_cfg.far - render_cfg.near)
             if self.head.config.deformation.kind == "region" and train.attention_weight > 0:
                 loss = loss + train.attention_weight * attention_loss(out.extras, labels, batch_speech(batch, device))
             residual = sum((p.float() ** 2).sum() for p in item.parts.parameters())
