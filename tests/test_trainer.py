@@ -425,6 +425,15 @@ def test_every_preset_prunes_its_gradient_passes_and_the_bare_config_does_not(na
     assert preset(name).prune == PRUNE > 0 and TrainConfig().prune == 0.0
 
 
+@pytest.mark.parametrize("name, weighted", [("tiny", False), ("fast", True), ("full", True)])
+def test_fast_and_full_train_with_the_distortion_loss_and_tiny_does_not(name, weighted):
+    from lokitalk.train.config import DISTORTION_WEIGHT, preset
+
+    assert preset(name).distortion_weight == (DISTORTION_WEIGHT if weighted else 0.0)
+    assert DISTORTION_WEIGHT > 0 and TrainConfig().distortion_weight == 0.0
+    assert preset(name, "global").distortion_weight == preset(name).distortion_weight
+
+
 def test_a_pruned_run_prunes_every_training_render_and_follows_the_exact_one(avatar, tmp_path, monkeypatch):
     import lokitalk.render.frames as frames
 
