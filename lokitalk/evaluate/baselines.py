@@ -34,13 +34,13 @@ def trivial_baselines(train_frames: np.ndarray, test_frames: np.ndarray, lpips: 
     px at that size) with their valid masks (train, test) and the mouth's landmark ids give the
     nearest frame's LMD, over test frames where both frames' landmarks are trusted.
     """
-    mean = train_frames.astype(np.float64).mean(0)
-    # PSNR of the float mean (as before this module); SSIM and LPIPS need an image: the rounded mean
+    mean = train_frames.mean(0, dtype=np.float64)  # float64 sums without a float64 copy of every frame
+    # PSNR of the float mean (metrics.mean_image_baseline); SSIM and LPIPS need an image: the rounded mean
     mean_image = np.broadcast_to(np.clip(np.rint(mean), 0, 255).astype(np.uint8), test_frames.shape)
     nearest = metrics.nearest_frame_indices(train_frames, test_frames)
     chosen = train_frames[nearest]
     result = {
-        "mean_image_psnr": float(np.mean([metrics.psnr(mean, t) for t in test_frames])),
+        "mean_image_psnr": metrics.mean_image_baseline(train_frames, test_frames),
         "mean_image_ssim": float(np.mean([metrics.ssim(mean_image[0], t) for t in test_frames])),
         "nearest_training_frame_psnr": float(np.mean([metrics.psnr(c, t) for c, t in zip(chosen, test_frames)])),
         "nearest_training_frame_ssim": float(np.mean([metrics.ssim(c, t) for c, t in zip(chosen, test_frames)])),
