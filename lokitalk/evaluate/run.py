@@ -121,8 +121,9 @@ def evaluate(model_dir: Path, max_frames: int | None = None, device: str = "cpu"
     # the baselines see what the model saw: its training frames (the first train_seconds of the
     # train split when it was trained on those only)
     train_frames = np.stack([resize_image(avatar.frame(int(i)), camera) for i in trained_on])
-    landmarks = avatar.landmarks[..., :2] * trained.image_scale  # px at the size the model renders
-    baselines = trivial_baselines(train_frames, real, _lpips, landmarks[trained_on], landmarks[frames],
+    scale = trained.image_scale  # landmarks in px at the size the model renders
+    baselines = trivial_baselines(train_frames, real, _lpips, avatar.landmarks[trained_on, :, :2] * scale,
+                                  avatar.landmarks[frames, :, :2] * scale,
                                   (avatar.valid[trained_on], avatar.valid[frames]), load_face_template().mouth_points)
     # positions in the training frames -> the avatar's frame numbers
     baselines["nearest_training_frame_indices"] = [int(trained_on[j]) for j in baselines["nearest_training_frame_indices"]]

@@ -191,8 +191,7 @@ PRUNE = 1e-4
 # field evaluations a ray on all 5 runs (id04 9.9 -> 6.2 and 10.1 -> 6.5, id01 9.2 -> 6.6 and 8.8 ->
 # 7.0, id05 9.7 -> 7.6); LPIPS -0.008 / -0.008 (id04, 2 seeds), -0.004 / -0.002 (id01), +0.003 (id05);
 # LMD -0.73 / -0.48, +0.05 / -0.15, -0.02 px; PSNR -0.29 / -0.31, +0.10 / +0.01, +0.12 dB; blinks
-# level (id05) (docs/RESULTS.md,
-# "Sharpness and surface thickness"). `tiny` is unmeasured and keeps it off
+# level (id05) (docs/RESULTS.md, "Sharpness and surface thickness"). `tiny` is unmeasured and keeps it off
 DISTORTION_WEIGHT = 0.01
 
 
