@@ -32,12 +32,14 @@ from lokitalk.train.losses import opacity_loss, photometric_loss
 def training_config(meta: dict) -> TrainConfig:
     """The model's training settings that shape a batch (rays, samples, mouth and eye weights)."""
     keys = {"rays_per_batch", "samples_per_ray", "mouth_fraction", "mouth_weight", "eye_fraction", "eye_weight",
-            "image_scale", "alpha_weight", "box_sampling"}
+            "image_scale", "alpha_weight", "box_sampling", "fine_samples"}
     return TrainConfig(**{k: v for k, v in meta.get("train", {}).items() if k in keys})
 
 
-def step(model, batch, grid, config: RenderConfig, train: TrainConfig, seed: int, device) -> tuple[float, float, int, torch.Tensor]:
-    """One forward and backward pass -> (seconds, loss, evaluations, flat gradient)."""
+def step(model, batch, grid, config: RenderConfig, train: TrainConfig, seed: int, device,
+         counts: dict | None = None) -> tuple[float, float, int, torch.Tensor]:
+    """One forward and backward pass -> (seconds, loss, evaluations, flat gradient); `counts`, if
+    given, also gets the proposal stage's density-only evaluations ("coarse")."""
     model.zero_grad(set_to_none=True)
     generator = torch.Generator().manual_seed(seed)
     if device.type == "cuda":
@@ -52,6 +54,8 @@ def step(model, batch, grid, config: RenderConfig, train: TrainConfig, seed: int
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     grads = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+    if counts is not None:
+        counts["coarse"] = out.coarse_evaluated
     return seconds, loss.item(), out.evaluated, grads
 
 

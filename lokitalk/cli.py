@@ -192,6 +192,10 @@ def train(
                                                 "ray's samples over its part inside the field's box (about twice as "
                                                 "dense on the head, about twice the field evaluations; the model "
                                                 "renders the way it trained; default: the preset's)."),
+    fine_samples: Optional[int] = typer.Option(None, "--fine-samples", metavar="N", help="A proposal stage: "
+                                               "the density alone at the coarse samples, then the full field at N "
+                                               "samples drawn where their weight is, crowded onto the surface (0: "
+                                               "off; the model renders the way it trained; default: the preset's)."),
     distortion: Optional[float] = typer.Option(None, "--distortion", metavar="WEIGHT", help="Weight of the "
                                                "distortion loss, which gathers each ray's rendered weight into a "
                                                "thin surface (0: off; default: the preset's)."),
@@ -237,6 +241,10 @@ def train(
         config = replace(config, prune=prune)
     if box_sampling is not None:
         config = replace(config, box_sampling=box_sampling)
+    if fine_samples is not None:
+        if fine_samples < 0:
+            raise LokiTalkError("--fine-samples must be 0 (off) or more")
+        config = replace(config, fine_samples=fine_samples)
     if distortion is not None:
         if not distortion >= 0:  # also NaN
             raise LokiTalkError("--distortion must be 0 or more")

@@ -125,23 +125,26 @@ def test_train_prune_flag_sets_the_threshold_and_rejects_a_bad_one(tmp_path, cap
     assert len(seen) == 3
 
 
-def test_train_box_sampling_and_distortion_flags_override_the_preset(tmp_path, capsys, monkeypatch):
+def test_train_sampling_and_distortion_flags_override_the_preset(tmp_path, capsys, monkeypatch):
     import lokitalk.train.trainer as trainer
     from lokitalk.train.config import preset
 
     seen = []
     monkeypatch.setattr(trainer, "train", lambda avatar, out, config, **kwargs: (
-        seen.append((config.box_sampling, config.distortion_weight)), {"finished": True})[1])
+        seen.append((config.box_sampling, config.distortion_weight, config.fine_samples)), {"finished": True})[1])
     fast = preset("fast")
-    for args, expected in ((["--preset", "fast"], (fast.box_sampling, fast.distortion_weight)),
-                           (["--box-sampling", "--distortion", "0.01"], (True, 0.01)),
-                           (["--preset", "fast", "--no-box-sampling", "--distortion", "0"], (False, 0.0))):
+    for args, expected in ((["--preset", "fast"], (fast.box_sampling, fast.distortion_weight, fast.fine_samples)),
+                           (["--box-sampling", "--distortion", "0.01", "--fine-samples", "12"], (True, 0.01, 12)),
+                           (["--preset", "fast", "--no-box-sampling", "--distortion", "0", "--fine-samples", "0"],
+                            (False, 0.0, 0))):
         code, err = run_cli(["train", tmp_path, "--out", tmp_path / "m", "-q", *args], capsys)
         assert code in (0, None), err
         assert seen[-1] == expected
     for bad in ("-0.1", "nan"):
         code, err = run_cli(["train", tmp_path, "--out", tmp_path / "m", "-q", "--distortion", bad], capsys)
         assert_one_line_error(code, err, "--distortion must be 0 or more")
+    code, err = run_cli(["train", tmp_path, "--out", tmp_path / "m", "-q", "--fine-samples", "-4"], capsys)
+    assert_one_line_error(code, err, "--fine-samples must be 0 (off) or more")
     assert len(seen) == 3
 
 

@@ -28,7 +28,8 @@ def face_depth_errors(model, grid, render_config: RenderConfig, avatar, frames: 
     where the model renders nothing count as a zero error (the error is weighted by opacity, as
     in training)."""
     device = next(model.parameters()).device
-    config = RenderConfig(samples_per_ray=render_config.samples_per_ray, box_sampling=render_config.box_sampling)
+    config = RenderConfig(samples_per_ray=render_config.samples_per_ray, box_sampling=render_config.box_sampling,
+                          fine_samples=render_config.fine_samples)
     errors = np.full(len(frames), np.nan)
     for row, index in enumerate(frames):
         conditioning = model.calibrated(frame_conditioning(avatar, int(index)))

@@ -16,12 +16,19 @@ threshold is not evaluated further: everything behind a face is hidden by it. Wh
 could have added at most `termination` to any pixel (its weights sum to at most the
 transmittance left), so the image changes by at most that much; with 0 nothing is skipped.
 
+Proposal stage (`RenderConfig.fine_samples` > 0): the density alone, without gradients, at the
+occupied coarse samples (marched with early termination when rendering), composited into weights;
+the field is then evaluated at `fine_samples` distances drawn from those weights
+(lokitalk.model.resample) and the ray is composited from them alone, as if they were the samples.
+
 Look-ahead pruning (`RenderConfig.prune` > 0, for training): a first pass without gradients
 evaluates the density alone (the field function's `density` attribute when it has one) at every
 occupied sample; the full field, with gradients, then runs only where a sample's own opacity and
 the light reaching it both exceed `prune`. What is dropped adds at most about `prune` per sample to
 a pixel (and carries as little gradient); on id01's training rays 38 % of the occupied samples
-remain at 1e-4, and a gradient costs about twice a forward pass.
+remain at 1e-4, and a gradient costs about twice a forward pass. With a proposal stage the coarse
+pass is the look-ahead: a fine sample is dropped when the coarse transmittance in front of it is
+below `prune` (hidden behind a surface), without a second density pass.
 
 The grid is refreshed by `OccupancyGrid.update`, called as a periodic callback by the trainer
 (not special-cased in the loop): densities at jittered cell centres, an exponential moving
@@ -35,6 +42,8 @@ from typing import Callable
 
 import torch
 from torch import nn
+
+from .resample import fine_distances
 
 # field(points [M,3], ray_index [M]) -> (density [M], rgb [M,3]) or (density, rgb, extras) where
 # extras maps names to per-sample values [M] (e.g. region attentions) that are composited with
@@ -54,6 +63,10 @@ class RenderConfig:
     # evaluate the full field only where a sample's opacity and the transmittance before it exceed
     # this, found by a density-only pass without gradients (0: every occupied sample; training)
     prune: float = 0.0
+    # > 0: a proposal stage. The density alone (no gradients) at the `samples_per_ray` coarse
+    # samples, then the full field at this many fine samples drawn from the coarse weights
+    # (model.resample), so that they crowd onto the surface; 0: the coarse samples are the samples
+    fine_samples: int = 0
 
 
 @dataclass
@@ -63,6 +76,7 @@ class RenderOutput:
     depth: torch.Tensor  # [R] expected distance along the ray
     weights: torch.Tensor  # [R,S]
     evaluated: int  # samples the field was evaluated at
+    coarse_evaluated: int = 0  # samples the proposal stage evaluated the density alone at
     extras: dict[str, torch.Tensor] | None = None  # name -> [R] composited per-sample extras
     distances: torch.Tensor | None = None  # [R,S] each sample's distance along its ray (m)
     deltas: torch.Tensor | None = None  # [R,S] each sample's length along its ray (m)
@@ -184,13 +198,16 @@ def render_rays(field: Field, origins: torch.Tensor, directions: torch.Tensor, b
                 box: tuple[torch.Tensor, torch.Tensor] | None = None) -> RenderOutput:
     """origins/directions [R,3] (directions unit length), background [R,3] or [3]. `box`: (min,
     max) corners; samples are then spread over each ray's part inside it (within near..far)."""
-    num_rays, s = origins.shape[0], config.samples_per_ray
+    num_rays = origins.shape[0]
     device = origins.device
     if config.prune > 0 and config.termination > 0:
         raise ValueError("prune (training) and termination (rendering) are exclusive: choose one")
+    if config.fine_samples < 0:
+        raise ValueError("fine_samples must be 0 (no proposal stage) or more")
     far: float | torch.Tensor = config.far
     rays = torch.arange(num_rays, device=device)  # the rays still marching
     if box is None:
+        near = torch.full((num_rays,), config.near, device=device, dtype=origins.dtype)
         t = sample_distances(num_rays, config, device, generator)
     else:
         entry, exit_, _ = ray_box_interval(origins, directions, box[0], box[1])
@@ -199,43 +216,95 @@ def render_rays(field: Field, origins: torch.Tensor, directions: torch.Tensor, b
         rays = rays[far > near]  # a ray that misses the box sees the background only
         far = torch.maximum(far, near)
         t = sample_distances(num_rays, config, device, generator, near, far)
-    density = torch.zeros(num_rays, s, device=device, dtype=origins.dtype)
+    coarse_evaluated, light = 0, None
+    if config.fine_samples > 0:
+        with torch.no_grad():
+            density_fn = _density_of(field)
+            coarse, coarse_evaluated = _march(lambda p, r, c: (r, c, density_fn(p, r)), origins, directions, t,
+                                              _deltas(t, far), rays, grid, config)
+            weights = composite_weights(coarse, _deltas(t, far))
+            fine = fine_distances(t, _deltas(t, far), weights, near, config.fine_samples, config.stratified, generator)
+            if config.prune > 0:  # the pruning look-ahead is the coarse pass: no second density pass
+                light = _light_reaching(fine, t, coarse, _deltas(t, far))
+            t = fine
+    s = t.shape[1]
     rgb = torch.zeros(num_rays, s, 3, device=device, dtype=origins.dtype)
     extras: dict[str, torch.Tensor] = {}
+
+    def evaluate(points: torch.Tensor, ray_of: torch.Tensor, column: torch.Tensor):
+        nonlocal rgb
+        if config.prune > 0:
+            if light is not None:  # behind a surface the coarse pass found: hidden
+                worth = light[ray_of, column] > config.prune
+            else:
+                worth = _worth_a_gradient(field, points, ray_of, column, t, far, config.prune)
+            points, ray_of, column = points[worth], ray_of[worth], column[worth]
+        result = field(points, ray_of)
+        rgb = rgb.index_put((ray_of, column), result[1].to(rgb.dtype))
+        for name, value in (result[2] if len(result) > 2 else {}).items():
+            if name not in extras:
+                extras[name] = torch.zeros(num_rays, s, device=device, dtype=origins.dtype)
+            extras[name] = extras[name].index_put((ray_of, column), value.to(origins.dtype))
+        return ray_of, column, result[0]
+
+    density, evaluated = _march(evaluate, origins, directions, t, _deltas(t, far), rays, grid, config)
+    out = composite(density, rgb, t, far, background.expand(num_rays, 3))
+    out.evaluated = evaluated
+    out.coarse_evaluated = coarse_evaluated
+    out.extras = {name: (out.weights * value).sum(1) for name, value in extras.items()}
+    return out
+
+
+def _density_of(field: Field) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The field's density-only function (its `density` attribute), else its full evaluation's density."""
+    density_fn = getattr(field, "density", None)
+    return density_fn if density_fn is not None else (lambda points, ray_of: field(points, ray_of)[0])
+
+
+def composite_weights(density: torch.Tensor, deltas: torch.Tensor) -> torch.Tensor:
+    """[R,S] densities and interval lengths -> each sample's compositing weight (float32)."""
+    alpha = 1.0 - torch.exp(-density.float() * deltas.float())
+    return alpha * _transmittance(alpha)
+
+
+def _light_reaching(fine: torch.Tensor, t: torch.Tensor, density: torch.Tensor, deltas: torch.Tensor) -> torch.Tensor:
+    """[R,N] the coarse pass's transmittance in front of the coarse sample at or before each fine
+    distance (1 before the first): at least the light that reaches the fine sample, up to quadrature."""
+    alpha = 1.0 - torch.exp(-density.float() * deltas.float())
+    before = torch.cat([torch.ones_like(alpha[:, :1]), _transmittance(alpha)], dim=1)  # [R,S+1]
+    index = torch.searchsorted(t.contiguous(), fine.contiguous(), right=True)  # 0: before the first coarse sample
+    return before.gather(1, index)
+
+
+def _march(evaluate, origins: torch.Tensor, directions: torch.Tensor, t: torch.Tensor, deltas: torch.Tensor,
+           rays: torch.Tensor, grid: OccupancyGrid | None, config: RenderConfig) -> tuple[torch.Tensor, int]:
+    """The samples t [R,S] of `rays` in `segments` blocks front to back (one block unless
+    `config.termination` > 0): those in occupied cells go to `evaluate(points [K,3], ray_of [K],
+    column [K])`, which returns the (ray_of, column, density) it evaluated; a ray stops once its
+    transmittance falls below the termination threshold. -> (density [R,S], samples evaluated)."""
+    num_rays, s = t.shape
+    density = torch.zeros(num_rays, s, device=t.device, dtype=origins.dtype)
     segments = max(1, min(config.segments, s)) if config.termination > 0 else 1
     bounds = [round(k * s / segments) for k in range(segments + 1)]
-    deltas = _deltas(t, far) if segments > 1 else None  # transmittance between blocks only
-    optical_depth = torch.zeros(num_rays, device=device, dtype=origins.dtype)
+    optical_depth = torch.zeros(num_rays, device=t.device, dtype=origins.dtype)
     evaluated = 0
     for first, last in zip(bounds[:-1], bounds[1:]):
         width = last - first
         points = origins[rays, None, :] + t[rays, first:last, None] * directions[rays, None, :]  # [r,w,3]
         flat = points.reshape(-1, 3)
         keep = grid.is_occupied(flat) if grid is not None else None
-        kept = keep.nonzero()[:, 0] if keep is not None else torch.arange(flat.shape[0], device=device)
+        kept = keep.nonzero()[:, 0] if keep is not None else torch.arange(flat.shape[0], device=t.device)
         if kept.numel():
             ray_of = rays.repeat_interleave(width)[kept]  # global ray index of each kept sample
-            column = first + kept % width
-            if config.prune > 0:
-                worth = _worth_a_gradient(field, flat[kept], ray_of, column, t, far, config.prune)
-                kept, ray_of, column = kept[worth], ray_of[worth], column[worth]
-            result = field(flat[kept], ray_of)
-            density = density.index_put((ray_of, column), result[0].to(density.dtype))
-            rgb = rgb.index_put((ray_of, column), result[1].to(rgb.dtype))
-            for name, value in (result[2] if len(result) > 2 else {}).items():
-                if name not in extras:
-                    extras[name] = torch.zeros_like(density)
-                extras[name] = extras[name].index_put((ray_of, column), value.to(density.dtype))
-            evaluated += int(kept.numel())
+            ray_of, column, values = evaluate(flat[kept], ray_of, first + kept % width)
+            density = density.index_put((ray_of, column), values.to(density.dtype))
+            evaluated += int(ray_of.numel())
         if segments > 1 and last < s:
             optical_depth = optical_depth + (density[:, first:last] * deltas[:, first:last]).sum(1)
             rays = rays[torch.exp(-optical_depth[rays]) > config.termination]
             if rays.numel() == 0:
                 break
-    out = composite(density, rgb, t, far, background.expand(num_rays, 3))
-    out.evaluated = evaluated
-    out.extras = {name: (out.weights * value).sum(1) for name, value in extras.items()}
-    return out
+    return density, evaluated
 
 
 def _worth_a_gradient(field: Field, points: torch.Tensor, ray_of: torch.Tensor, column: torch.Tensor,
@@ -244,8 +313,7 @@ def _worth_a_gradient(field: Field, points: torch.Tensor, ray_of: torch.Tensor, 
     gradients: those whose opacity and the transmittance in front of them exceed `threshold`, by
     the field's densities computed without gradients ([K] bool)."""
     with torch.no_grad():
-        density_fn = getattr(field, "density", None)
-        values = density_fn(points, ray_of) if density_fn is not None else field(points, ray_of)[0]
+        values = _density_of(field)(points, ray_of)
         density = torch.zeros(t.shape, device=t.device, dtype=torch.float32)
         density = density.index_put((ray_of, column), values.float())
         alpha = 1.0 - torch.exp(-density * _deltas(t, far).float())

@@ -63,5 +63,7 @@ def load_trained(model_dir: str | Path, device: str | torch.device = "cpu") -> T
     accelerate_model(model, accel)
     # rendered as trained: models from before box sampling spread their samples over near..far
     box_sampling = bool(meta.get("train", {}).get("box_sampling", False))
-    render_config = RenderConfig(samples_per_ray=samples, termination=RENDER_TERMINATION, box_sampling=box_sampling)
+    fine_samples = int(meta.get("train", {}).get("fine_samples", 0))  # and with the proposal stage it trained with
+    render_config = RenderConfig(samples_per_ray=samples, termination=RENDER_TERMINATION, box_sampling=box_sampling,
+                                 fine_samples=fine_samples)
     return TrainedModel(model, grid, render_config, meta, root, scale, accel, dev)

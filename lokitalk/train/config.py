@@ -22,6 +22,9 @@ class TrainConfig:
     rays_per_batch: int = 1024
     samples_per_ray: int = 24
     box_sampling: bool = False  # samples over each ray's part inside the field's box (not near..far)
+    # > 0: a proposal stage (model.renderer, RenderConfig.fine_samples): the density alone at the
+    # `samples_per_ray` coarse samples, the full field at this many samples drawn from their weights
+    fine_samples: int = 0
     # look-ahead pruning (model.renderer, RenderConfig.prune): a density-only pass without gradients,
     # then the full field with gradients only where a sample's opacity and the light reaching it
     # exceed this (0: every occupied sample)

@@ -260,7 +260,8 @@ def _pretrain(info: DistInfo, avatar_dirs, out: Path, config: PretrainConfig, re
             _load_identity(ckpt_dir, ident, start_step, dev)
 
     render_cfg = RenderConfig(samples_per_ray=train_cfg.samples_per_ray, stratified=True,
-                              box_sampling=train_cfg.box_sampling, prune=train_cfg.prune)
+                              box_sampling=train_cfg.box_sampling, prune=train_cfg.prune,
+                              fine_samples=train_cfg.fine_samples)
 
     def checkpoint(step: int) -> None:
         for ident in mine:
