@@ -74,7 +74,7 @@ def main() -> None:
                    for name, v in spreads.items()}
         face = torch.cat([torch.cat(spreads[n]) for n in ("face", "mouth", "eyes")])
         print(json.dumps({"model": model_dir, "samples": config.samples_per_ray, "box_sampling": config.box_sampling,
-                          "frames": args.frames, "spread_cm_median": medians,
+                          "fine_samples": config.fine_samples, "frames": args.frames, "spread_cm_median": medians,
                           "face_spread_cm_median": round(float(face.median()), 3)}), flush=True)
 
 

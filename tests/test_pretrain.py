@@ -275,3 +275,25 @@ def test_pretraining_adds_the_distortion_loss_on_every_identitys_render(identiti
     assert all(shape[1] == 12 and grad and span == pytest.approx(0.6) for shape, grad, span in calls)
     logs = [read_log(tmp_path / f"p{w}" / "pretrain_log.csv") for w in (0.0, 0.05)]
     assert logs[0][-1][1] != pytest.approx(logs[1][-1][1], rel=1e-6)  # the loss it adds is in the total
+
+
+def test_pretraining_renders_through_the_proposal_stage_when_the_preset_has_one(identities, tmp_path, monkeypatch):
+    """`fine_samples` reaches pretraining's renders: the weights each identity's loss sees are the
+    fine samples', and the density-only coarse pass ran over the coarse ones."""
+    import lokitalk.train.pretrain as pretrain_module
+    from lokitalk.model.renderer import render_rays
+    from lokitalk.train.pretrain import PretrainConfig, pretrain
+
+    outputs = []
+
+    def recording(*args, **kwargs):
+        out = render_rays(*args, **kwargs)
+        outputs.append(out)
+        return out
+
+    monkeypatch.setattr(pretrain_module, "render_rays", recording)
+    config = PretrainConfig(train=replace(micro_config(2), fine_samples=6), identity=MICRO_IDENTITY,
+                            identities_per_step=2)
+    pretrain([identities["ann"], identities["bob"]], tmp_path / "p", config, device="cpu", show_progress=False)
+    assert len(outputs) >= 2 * 2
+    assert all(out.weights.shape[1] == 6 and out.coarse_evaluated > 0 for out in outputs)
