@@ -196,6 +196,9 @@ def train(
                                                "the density alone at the coarse samples, then the full field at N "
                                                "samples drawn where their weight is, crowded onto the surface (0: "
                                                "off; the model renders the way it trained; default: the preset's)."),
+    fine_padding: Optional[float] = typer.Option(None, "--fine-padding", metavar="SHARE", help="With "
+                                                 "--fine-samples: the share of them spread evenly over the ray "
+                                                 "instead (default: the preset's, 0.1)."),
     distortion: Optional[float] = typer.Option(None, "--distortion", metavar="WEIGHT", help="Weight of the "
                                                "distortion loss, which gathers each ray's rendered weight into a "
                                                "thin surface (0: off; default: the preset's)."),
@@ -245,6 +248,10 @@ def train(
         if fine_samples < 0:
             raise LokiTalkError("--fine-samples must be 0 (off) or more")
         config = replace(config, fine_samples=fine_samples)
+    if fine_padding is not None:
+        if not 0 <= fine_padding <= 1:  # also NaN
+            raise LokiTalkError("--fine-padding must be between 0 and 1")
+        config = replace(config, fine_padding=fine_padding)
     if distortion is not None:
         if not distortion >= 0:  # also NaN
             raise LokiTalkError("--distortion must be 0 or more")

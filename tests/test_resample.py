@@ -20,14 +20,14 @@ def _coarse(rays=6, samples=12, seed=0):
     return t, deltas, composite_weights(density, deltas), near
 
 
-@pytest.mark.parametrize("stratified", [False, True])
-def test_fine_distances_match_the_slow_walk_along_the_bins(stratified):
+@pytest.mark.parametrize("stratified, padding", [(False, PADDING), (True, PADDING), (True, 0.4), (False, 0.0)])
+def test_fine_distances_match_the_slow_walk_along_the_bins(stratified, padding):
     t, deltas, weights, near = _coarse()
-    fine = fine_distances(t, deltas, weights, near, 16, stratified, torch.Generator().manual_seed(3))
+    fine = fine_distances(t, deltas, weights, near, 16, stratified, torch.Generator().manual_seed(3), padding)
     # the same positions in (0,1) the fast path drew
     jitter = torch.rand(6, 16, generator=torch.Generator().manual_seed(3)) if stratified else torch.full((6, 16), 0.5)
     u = (torch.arange(16) + jitter) / 16
-    reference = fine_distances_reference(t, deltas, weights, near, 16, u)
+    reference = fine_distances_reference(t, deltas, weights, near, 16, u, padding)
     torch.testing.assert_close(fine.double(), reference, atol=1e-5, rtol=0)
     assert bool((fine[:, 1:] >= fine[:, :-1]).all())  # ascending, as compositing needs
     end = t[:, -1] + deltas[:, -1]
@@ -120,6 +120,9 @@ def test_gradients_reach_the_field_through_the_fine_samples_only():
     assert scale.grad is not None and torch.isfinite(scale.grad) and scale.grad.abs() > 0
     with pytest.raises(ValueError, match="fine_samples"):
         render_rays(field, origins, directions, torch.zeros(3), RenderConfig(24, 0.2, 1.0, fine_samples=-1))
+    with pytest.raises(ValueError, match="fine_padding"):
+        render_rays(field, origins, directions, torch.zeros(3), RenderConfig(24, 0.2, 1.0, fine_samples=8,
+                                                                            fine_padding=1.5))
 
 
 def test_pruning_with_a_proposal_drops_only_fine_samples_hidden_behind_the_coarse_surface():

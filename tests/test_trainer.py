@@ -121,12 +121,12 @@ def test_a_box_sampled_silu_model_learns_and_renders_as_it_was_trained(avatar, t
 def test_a_model_trained_with_a_proposal_stage_learns_and_renders_with_it(avatar, tmp_path):
     from lokitalk.render.loading import load_trained
 
-    config = replace(micro_config(60), fine_samples=8)
+    config = replace(micro_config(60), fine_samples=8, fine_padding=0.3)
     assert train(avatar, tmp_path / "fine", config, device="cpu", show_progress=False)["finished"]
     losses = [loss for _, loss in read_log(tmp_path / "fine" / "train_log.csv")]
     assert sum(losses[-3:]) / 3 < 0.6 * sum(losses[:3]) / 3
     trained = load_trained(tmp_path / "fine")
-    assert trained.render_config.fine_samples == 8
+    assert trained.render_config.fine_samples == 8 and trained.render_config.fine_padding == 0.3
     assert trained.render_config.samples_per_ray == config.samples_per_ray  # the coarse samples
 
 

@@ -43,7 +43,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .resample import fine_distances
+from .resample import PADDING, fine_distances
 
 # field(points [M,3], ray_index [M]) -> (density [M], rgb [M,3]) or (density, rgb, extras) where
 # extras maps names to per-sample values [M] (e.g. region attentions) that are composited with
@@ -67,6 +67,7 @@ class RenderConfig:
     # samples, then the full field at this many fine samples drawn from the coarse weights
     # (model.resample), so that they crowd onto the surface; 0: the coarse samples are the samples
     fine_samples: int = 0
+    fine_padding: float = PADDING  # the share of the fine samples spread evenly over the ray instead
 
 
 @dataclass
@@ -204,6 +205,8 @@ def render_rays(field: Field, origins: torch.Tensor, directions: torch.Tensor, b
         raise ValueError("prune (training) and termination (rendering) are exclusive: choose one")
     if config.fine_samples < 0:
         raise ValueError("fine_samples must be 0 (no proposal stage) or more")
+    if not 0 <= config.fine_padding <= 1:  # also NaN
+        raise ValueError("fine_padding must be between 0 and 1")
     far: float | torch.Tensor = config.far
     rays = torch.arange(num_rays, device=device)  # the rays still marching
     if box is None:
@@ -223,7 +226,8 @@ def render_rays(field: Field, origins: torch.Tensor, directions: torch.Tensor, b
             coarse, coarse_evaluated = _march(lambda p, r, c: (r, c, density_fn(p, r)), origins, directions, t,
                                               _deltas(t, far), rays, grid, config)
             weights = composite_weights(coarse, _deltas(t, far))
-            fine = fine_distances(t, _deltas(t, far), weights, near, config.fine_samples, config.stratified, generator)
+            fine = fine_distances(t, _deltas(t, far), weights, near, config.fine_samples, config.stratified, generator,
+                                  config.fine_padding)
             if config.prune > 0:  # the pruning look-ahead is the coarse pass: no second density pass
                 light = _light_reaching(fine, t, coarse, _deltas(t, far))
             t = fine

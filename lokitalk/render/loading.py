@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 from ..errors import InputError
 from ..model.field import TalkingHead
 from ..model.renderer import OccupancyGrid, RenderConfig
+from ..model.resample import PADDING
 from ..train.accelerate import Acceleration, accelerate_model, resolve
 from ..train.checkpoint import model_config_from_dict
 
@@ -64,6 +65,7 @@ def load_trained(model_dir: str | Path, device: str | torch.device = "cpu") -> T
     # rendered as trained: models from before box sampling spread their samples over near..far
     box_sampling = bool(meta.get("train", {}).get("box_sampling", False))
     fine_samples = int(meta.get("train", {}).get("fine_samples", 0))  # and with the proposal stage it trained with
+    fine_padding = float(meta.get("train", {}).get("fine_padding", PADDING))
     render_config = RenderConfig(samples_per_ray=samples, termination=RENDER_TERMINATION, box_sampling=box_sampling,
-                                 fine_samples=fine_samples)
+                                 fine_samples=fine_samples, fine_padding=fine_padding)
     return TrainedModel(model, grid, render_config, meta, root, scale, accel, dev)

@@ -9,6 +9,7 @@ from ..data.rays import RayBatchConfig
 from ..model.deformation import TORSO_MOTIONS, DeformationConfig
 from ..model.encoding import TriPlaneConfig
 from ..model.field import FieldConfig, ModelConfig
+from ..model.resample import PADDING
 
 
 FINE_DEFORMATION_SECONDS = 20.0
@@ -25,6 +26,7 @@ class TrainConfig:
     # > 0: a proposal stage (model.renderer, RenderConfig.fine_samples): the density alone at the
     # `samples_per_ray` coarse samples, the full field at this many samples drawn from their weights
     fine_samples: int = 0
+    fine_padding: float = PADDING  # ... of which this share is spread evenly over the ray (model.resample)
     # look-ahead pruning (model.renderer, RenderConfig.prune): a density-only pass without gradients,
     # then the full field with gradients only where a sample's opacity and the light reaching it
     # exceed this (0: every occupied sample)
