@@ -147,3 +147,30 @@ def test_pruning_with_a_proposal_drops_only_fine_samples_hidden_behind_the_coars
     assert len(calls) == 1  # the full field once; the look-ahead was the coarse density pass
     assert pruned.evaluated < full.evaluated  # the padding samples behind the shell
     assert float((pruned.rgb - full.rgb).abs().max()) < 2e-3
+
+
+def test_fine_with_coarse_adds_the_coarse_samples_with_opacity_and_no_other():
+    """The union: every fine sample plus the coarse samples with some opacity in front of the
+    surface, composited in ray order; the image is as close to the integral as the fine samples alone."""
+    origins, directions = _rays(24, seed=8)
+    background = torch.tensor([0.2, 0.5, 0.9])
+
+    def hazy_shell(points, ray_index):  # a faint haze in front of the shell: coarse samples with opacity
+        density, rgb = _thin_shell(points, ray_index)
+        haze = torch.where((points.norm(dim=-1) > 0.16) & (points.norm(dim=-1) < 0.3), 2.0, 0.0)
+        return density + haze, rgb
+
+    truth = render_rays(hazy_shell, origins, directions, background, RenderConfig(4096, 0.2, 1.0))
+    fine = render_rays(hazy_shell, origins, directions, background, RenderConfig(64, 0.2, 1.0, fine_samples=8,
+                                                                                   prune=1e-4))
+    union = render_rays(hazy_shell, origins, directions, background,
+                        RenderConfig(64, 0.2, 1.0, fine_samples=8, prune=1e-4, fine_with_coarse=True))
+    assert union.weights.shape == (24, 64 + 8)
+    assert bool((union.distances[:, 1:] >= union.distances[:, :-1]).all())  # merged in ray order
+    # the coarse samples it added: in the haze in front of the shell, where the fine ones are few
+    coarse = RenderConfig(64, 0.2, 1.0)
+    t = coarse.near + (torch.arange(64) + 0.5) * (coarse.far - coarse.near) / 64
+    points = origins[:, None] + t[None, :, None] * directions[:, None]
+    hazy = ((points.norm(dim=-1) > 0.16) & (points.norm(dim=-1) < 0.3)).sum()
+    assert fine.evaluated < union.evaluated <= fine.evaluated + int(hazy) + 24 * 4
+    assert float((union.rgb - truth.rgb).abs().mean()) < 1.5 * float((fine.rgb - truth.rgb).abs().mean()) + 2e-3

@@ -29,7 +29,8 @@ def face_depth_errors(model, grid, render_config: RenderConfig, avatar, frames: 
     in training)."""
     device = next(model.parameters()).device
     config = RenderConfig(samples_per_ray=render_config.samples_per_ray, box_sampling=render_config.box_sampling,
-                          fine_samples=render_config.fine_samples, fine_padding=render_config.fine_padding)
+                          fine_samples=render_config.fine_samples, fine_padding=render_config.fine_padding,
+                          fine_with_coarse=render_config.fine_with_coarse)
     errors = np.full(len(frames), np.nan)
     for row, index in enumerate(frames):
         conditioning = model.calibrated(frame_conditioning(avatar, int(index)))

@@ -68,6 +68,10 @@ class RenderConfig:
     # (model.resample), so that they crowd onto the surface; 0: the coarse samples are the samples
     fine_samples: int = 0
     fine_padding: float = PADDING  # the share of the fine samples spread evenly over the ray instead
+    # with the fine samples, also evaluate (with gradients) the coarse samples that pruning would
+    # keep: every sample in front of the surface with some opacity gets a gradient, as without a
+    # proposal, and faint density that the fine samples pass by is still pushed down
+    fine_with_coarse: bool = False
 
 
 @dataclass
@@ -219,7 +223,7 @@ def render_rays(field: Field, origins: torch.Tensor, directions: torch.Tensor, b
         rays = rays[far > near]  # a ray that misses the box sees the background only
         far = torch.maximum(far, near)
         t = sample_distances(num_rays, config, device, generator, near, far)
-    coarse_evaluated, light = 0, None
+    coarse_evaluated, light, skip = 0, None, None
     if config.fine_samples > 0:
         with torch.no_grad():
             density_fn = _density_of(field)
@@ -228,18 +232,29 @@ def render_rays(field: Field, origins: torch.Tensor, directions: torch.Tensor, b
             weights = composite_weights(coarse, _deltas(t, far))
             fine = fine_distances(t, _deltas(t, far), weights, near, config.fine_samples, config.stratified, generator,
                                   config.fine_padding)
-            if config.prune > 0:  # the pruning look-ahead is the coarse pass: no second density pass
-                light = _light_reaching(fine, t, coarse, _deltas(t, far))
-            t = fine
+            if config.fine_with_coarse:  # the coarse samples too, those worth a gradient by their own density
+                alpha = 1.0 - torch.exp(-coarse.float() * _deltas(t, far).float())
+                worth = (alpha > config.prune) & (_transmittance(alpha) > config.prune)
+                merged = torch.cat([t, fine], dim=1)
+                order = merged.argsort(dim=1)
+                skip = torch.cat([~worth, torch.zeros_like(fine, dtype=torch.bool)], dim=1).gather(1, order)
+                fine_t = merged.gather(1, order)
+            else:
+                fine_t = fine
+            if config.prune > 0 or skip is not None:  # the pruning look-ahead is the coarse pass: no second one
+                light = _light_reaching(fine_t, t, coarse, _deltas(t, far))
+            t = fine_t
     s = t.shape[1]
     rgb = torch.zeros(num_rays, s, 3, device=device, dtype=origins.dtype)
     extras: dict[str, torch.Tensor] = {}
 
     def evaluate(points: torch.Tensor, ray_of: torch.Tensor, column: torch.Tensor):
         nonlocal rgb
-        if config.prune > 0:
+        if config.prune > 0 or skip is not None:
             if light is not None:  # behind a surface the coarse pass found: hidden
                 worth = light[ray_of, column] > config.prune
+                if skip is not None:  # a coarse sample with no opacity of its own
+                    worth = worth & ~skip[ray_of, column]
             else:
                 worth = _worth_a_gradient(field, points, ray_of, column, t, far, config.prune)
             points, ray_of, column = points[worth], ray_of[worth], column[worth]

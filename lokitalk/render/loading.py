@@ -66,6 +66,7 @@ def load_trained(model_dir: str | Path, device: str | torch.device = "cpu") -> T
     box_sampling = bool(meta.get("train", {}).get("box_sampling", False))
     fine_samples = int(meta.get("train", {}).get("fine_samples", 0))  # and with the proposal stage it trained with
     fine_padding = float(meta.get("train", {}).get("fine_padding", PADDING))
+    fine_with_coarse = bool(meta.get("train", {}).get("fine_with_coarse", False))
     render_config = RenderConfig(samples_per_ray=samples, termination=RENDER_TERMINATION, box_sampling=box_sampling,
-                                 fine_samples=fine_samples, fine_padding=fine_padding)
+                                 fine_samples=fine_samples, fine_padding=fine_padding, fine_with_coarse=fine_with_coarse)
     return TrainedModel(model, grid, render_config, meta, root, scale, accel, dev)

@@ -26,6 +26,7 @@ class TrainConfig:
     # > 0: a proposal stage (model.renderer, RenderConfig.fine_samples): the density alone at the
     # `samples_per_ray` coarse samples, the full field at this many samples drawn from their weights
     fine_samples: int = 0
+    fine_with_coarse: bool = False  # ... and the coarse samples pruning keeps (RenderConfig.fine_with_coarse)
     fine_padding: float = PADDING  # ... of which this share is spread evenly over the ray (model.resample)
     # look-ahead pruning (model.renderer, RenderConfig.prune): a density-only pass without gradients,
     # then the full field with gradients only where a sample's opacity and the light reaching it

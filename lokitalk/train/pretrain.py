@@ -261,7 +261,8 @@ def _pretrain(info: DistInfo, avatar_dirs, out: Path, config: PretrainConfig, re
 
     render_cfg = RenderConfig(samples_per_ray=train_cfg.samples_per_ray, stratified=True,
                               box_sampling=train_cfg.box_sampling, prune=train_cfg.prune,
-                              fine_samples=train_cfg.fine_samples, fine_padding=train_cfg.fine_padding)
+                              fine_samples=train_cfg.fine_samples, fine_padding=train_cfg.fine_padding,
+                              fine_with_coarse=train_cfg.fine_with_coarse)
 
     def checkpoint(step: int) -> None:
         for ident in mine:

@@ -238,7 +238,7 @@ def train(avatar_dir: Path, model_dir: Path, config: TrainConfig, device: str = 
     generator = torch.Generator().manual_seed(config.seed)
     render_cfg = RenderConfig(samples_per_ray=config.samples_per_ray, stratified=True,
                               box_sampling=config.box_sampling, prune=config.prune, fine_samples=config.fine_samples,
-                              fine_padding=config.fine_padding)
+                              fine_padding=config.fine_padding, fine_with_coarse=config.fine_with_coarse)
     if not config.distortion_weight >= 0:  # also NaN
         raise InputError(f"distortion_weight must be 0 or more, not {config.distortion_weight}")
     patch_sampler, lpips_net = None, None
