@@ -111,22 +111,24 @@ def test_a_box_sampled_silu_model_learns_and_renders_as_it_was_trained(avatar, t
     train(avatar, tmp_path / "old", plain, device="cpu", show_progress=False)
     meta_path = tmp_path / "old" / "model.json"
     meta = json.loads(meta_path.read_text())
-    del meta["train"]["box_sampling"], meta["train"]["fine_samples"], meta["model"]["deformation"]["activation"]
+    del meta["train"]["box_sampling"], meta["train"]["fine_samples"], meta["train"]["fine_with_coarse"]
+    del meta["model"]["deformation"]["activation"]
     meta_path.write_text(json.dumps(meta))
     old = load_trained(tmp_path / "old")
     assert not old.render_config.box_sampling and old.model.config.deformation.activation == "relu"
-    assert old.render_config.fine_samples == 0
+    assert old.render_config.fine_samples == 0 and not old.render_config.fine_with_coarse
 
 
 def test_a_model_trained_with_a_proposal_stage_learns_and_renders_with_it(avatar, tmp_path):
     from lokitalk.render.loading import load_trained
 
-    config = replace(micro_config(60), fine_samples=8, fine_padding=0.3)
+    config = replace(micro_config(60), fine_samples=8, fine_padding=0.3, fine_with_coarse=True)
     assert train(avatar, tmp_path / "fine", config, device="cpu", show_progress=False)["finished"]
     losses = [loss for _, loss in read_log(tmp_path / "fine" / "train_log.csv")]
     assert sum(losses[-3:]) / 3 < 0.6 * sum(losses[:3]) / 3
     trained = load_trained(tmp_path / "fine")
     assert trained.render_config.fine_samples == 8 and trained.render_config.fine_padding == 0.3
+    assert trained.render_config.fine_with_coarse
     assert trained.render_config.samples_per_ray == config.samples_per_ray  # the coarse samples
 
 
