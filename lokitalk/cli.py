@@ -199,6 +199,10 @@ def train(
     fine_padding: Optional[float] = typer.Option(None, "--fine-padding", metavar="SHARE", help="With "
                                                  "--fine-samples: the share of them spread evenly over the ray "
                                                  "instead (default: the preset's, 0.1)."),
+    fine_with_coarse: Optional[bool] = typer.Option(None, "--fine-with-coarse/--fine-only", help="With "
+                                                    "--fine-samples: also evaluate the coarse samples with some "
+                                                    "opacity in front of the surface, so that faint density gets "
+                                                    "its gradient (default: the preset's, fine only)."),
     distortion: Optional[float] = typer.Option(None, "--distortion", metavar="WEIGHT", help="Weight of the "
                                                "distortion loss, which gathers each ray's rendered weight into a "
                                                "thin surface (0: off; default: the preset's)."),
@@ -252,6 +256,8 @@ def train(
         if not 0 <= fine_padding <= 1:  # also NaN
             raise LokiTalkError("--fine-padding must be between 0 and 1")
         config = replace(config, fine_padding=fine_padding)
+    if fine_with_coarse is not None:
+        config = replace(config, fine_with_coarse=fine_with_coarse)
     if distortion is not None:
         if not distortion >= 0:  # also NaN
             raise LokiTalkError("--distortion must be 0 or more")

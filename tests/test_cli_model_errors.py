@@ -131,15 +131,15 @@ def test_train_sampling_and_distortion_flags_override_the_preset(tmp_path, capsy
 
     seen = []
     monkeypatch.setattr(trainer, "train", lambda avatar, out, config, **kwargs: (
-        seen.append((config.box_sampling, config.distortion_weight, config.fine_samples, config.fine_padding)),
-        {"finished": True})[1])
+        seen.append((config.box_sampling, config.distortion_weight, config.fine_samples, config.fine_padding,
+                     config.fine_with_coarse)), {"finished": True})[1])
     fast = preset("fast")
     for args, expected in ((["--preset", "fast"], (fast.box_sampling, fast.distortion_weight, fast.fine_samples,
-                                                   fast.fine_padding)),
-                           (["--box-sampling", "--distortion", "0.01", "--fine-samples", "12", "--fine-padding", "0.3"],
-                            (True, 0.01, 12, 0.3)),
-                           (["--preset", "fast", "--no-box-sampling", "--distortion", "0", "--fine-samples", "0"],
-                            (False, 0.0, 0, fast.fine_padding))):
+                                                   fast.fine_padding, fast.fine_with_coarse)),
+                           (["--box-sampling", "--distortion", "0.01", "--fine-samples", "12", "--fine-padding", "0.3",
+                             "--fine-with-coarse"], (True, 0.01, 12, 0.3, True)),
+                           (["--preset", "fast", "--no-box-sampling", "--distortion", "0", "--fine-samples", "0",
+                             "--fine-only"], (False, 0.0, 0, fast.fine_padding, False))):
         code, err = run_cli(["train", tmp_path, "--out", tmp_path / "m", "-q", *args], capsys)
         assert code in (0, None), err
         assert seen[-1] == expected
