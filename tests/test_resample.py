@@ -174,3 +174,20 @@ def test_fine_with_coarse_adds_the_coarse_samples_with_opacity_and_no_other():
     hazy = ((points.norm(dim=-1) > 0.16) & (points.norm(dim=-1) < 0.3)).sum()
     assert fine.evaluated < union.evaluated <= fine.evaluated + int(hazy) + 24 * 4
     assert float((union.rgb - truth.rgb).abs().mean()) < 1.5 * float((fine.rgb - truth.rgb).abs().mean()) + 2e-3
+
+
+def test_a_block_with_nothing_worth_evaluating_does_not_call_the_field():
+    """Rendering with termination and the union: a block whose samples are all skipped (the rays
+    met nothing there) must not reach the field with zero points, which real fields cannot take."""
+    origins, directions = _rays(8, seed=9)
+
+    def strict(points, ray_index):
+        assert len(points) > 0, "the field was called with no samples"
+        return _thin_shell(points, ray_index)
+
+    strict.density = lambda points, ray_index: _thin_shell(points, ray_index)[0]
+    config = RenderConfig(32, 0.2, 1.0, fine_samples=4, fine_padding=0.0, fine_with_coarse=True, termination=1e-3,
+                          segments=8)
+    out = render_rays(strict, origins, directions, torch.zeros(3), config)
+    reference = render_rays(_thin_shell, origins, directions, torch.zeros(3), config)
+    torch.testing.assert_close(out.rgb, reference.rgb)

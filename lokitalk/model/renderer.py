@@ -258,6 +258,8 @@ def render_rays(field: Field, origins: torch.Tensor, directions: torch.Tensor, b
             else:
                 worth = _worth_a_gradient(field, points, ray_of, column, t, far, config.prune)
             points, ray_of, column = points[worth], ray_of[worth], column[worth]
+            if not len(points):  # nothing in this block is worth evaluating (a field needs a sample)
+                return ray_of, column, points.new_zeros(0)
         result = field(points, ray_of)
         rgb = rgb.index_put((ray_of, column), result[1].to(rgb.dtype))
         for name, value in (result[2] if len(result) > 2 else {}).items():
