@@ -5,7 +5,8 @@
 
 Settings: `fixed_span` (the model's samples over near..far), `box` (over each ray's part inside the
 field's box, `RenderConfig.box_sampling`), `fineN` (a proposal stage: the density alone at the
-model's samples, the full field at N samples drawn from their weights, `RenderConfig.fine_samples`).
+model's samples, the full field at N samples drawn from their weights, `RenderConfig.fine_samples`),
+`fineNu` (the same plus the coarse samples pruning keeps, `RenderConfig.fine_with_coarse`).
 Training: the model's own avatar and ray sampler; each batch is rendered (forward + backward,
 photometric and opacity losses) with every setting, alternating batch by batch so that a noisy,
 shared machine slows all alike. Rendering: whole test frames, the same alternation. Prints one
@@ -97,12 +98,14 @@ def main() -> None:
 def _setting(name: str) -> dict:
     """A setting's name -> the RenderConfig fields it sets."""
     if name == "fixed_span":
-        return {"box_sampling": False, "fine_samples": 0}
+        return {"box_sampling": False, "fine_samples": 0, "fine_with_coarse": False}
     if name == "box":
-        return {"box_sampling": True, "fine_samples": 0}
-    if name.startswith("fine") and name[4:].isdigit() and int(name[4:]) > 0:
-        return {"box_sampling": False, "fine_samples": int(name[4:])}
-    raise SystemExit(f"unknown setting {name!r}: fixed_span, box or fineN (N > 0)")
+        return {"box_sampling": True, "fine_samples": 0, "fine_with_coarse": False}
+    union = name.endswith("u")  # fineNu: the fine samples and the coarse ones pruning keeps
+    count = name[4:-1] if union else name[4:]
+    if name.startswith("fine") and count.isdigit() and int(count) > 0:
+        return {"box_sampling": False, "fine_samples": int(count), "fine_with_coarse": union}
+    raise SystemExit(f"unknown setting {name!r}: fixed_span, box, fineN or fineNu (N > 0)")
 
 
 if __name__ == "__main__":
