@@ -89,3 +89,15 @@ def assert_clean_failure(code, err: str, out: Path, *needles: str) -> None:
     for needle in needles:
         assert needle in lines[0], lines[0]
     assert not out.exists() and not out.with_name(out.name + ".partial").exists()
+
+
+def camera_rays(n: int, seed: int, spread: float):
+    """n unit rays from (0, 0, -0.6) towards random points within `spread` m of the origin across
+    (x, y) and 0.05 m in depth: rays through a test field centred on the origin ([n,3], [n,3])."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    origins = torch.tensor([0.0, 0.0, -0.6]).expand(n, 3).clone()
+    targets = (torch.rand(n, 3, generator=g) - 0.5) * torch.tensor([2 * spread, 2 * spread, 0.1])
+    directions = targets - origins
+    return origins, directions / directions.norm(dim=-1, keepdim=True)

@@ -1,5 +1,6 @@
 import pytest
 import torch
+from conftest import camera_rays
 
 from lokitalk.model.renderer import OccupancyGrid, RenderConfig, ray_box_interval, render_dense_reference, render_rays
 
@@ -13,11 +14,7 @@ def blob_field(points, ray_index):
 
 
 def rays(n=24, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    origins = torch.tensor([0.0, 0.0, -0.6]).expand(n, 3).clone()
-    targets = (torch.rand(n, 3, generator=g) - 0.5) * torch.tensor([0.5, 0.5, 0.1])
-    directions = targets - origins
-    return origins, directions / directions.norm(dim=-1, keepdim=True)
+    return camera_rays(n, seed, spread=0.25)
 
 
 def test_marching_with_an_all_occupied_grid_equals_dense_sampling():

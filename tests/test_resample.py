@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from conftest import camera_rays
 
 from lokitalk.model.renderer import RenderConfig, composite_weights, render_rays
 from lokitalk.model.resample import PADDING, fine_distances, fine_distances_reference, histogram
@@ -67,11 +68,7 @@ def _thin_shell(points, ray_index):
 
 
 def _rays(n=48, seed=2):
-    g = torch.Generator().manual_seed(seed)
-    origins = torch.tensor([0.0, 0.0, -0.6]).expand(n, 3).clone()
-    targets = (torch.rand(n, 3, generator=g) - 0.5) * torch.tensor([0.36, 0.36, 0.1])
-    directions = targets - origins
-    return origins, directions / directions.norm(dim=-1, keepdim=True)
+    return camera_rays(n, seed, spread=0.18)
 
 
 def test_proposal_rendering_is_closer_to_the_dense_integral_than_coarse_samples_at_equal_full_evaluations():
