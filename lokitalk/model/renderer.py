@@ -227,13 +227,14 @@ def render_rays(field: Field, origins: torch.Tensor, directions: torch.Tensor, b
     if config.fine_samples > 0:
         with torch.no_grad():
             density_fn = _density_of(field)
+            coarse_deltas = _deltas(t, far)
             coarse, coarse_evaluated = _march(lambda p, r, c: (r, c, density_fn(p, r)), origins, directions, t,
-                                              _deltas(t, far), rays, grid, config)
-            weights = composite_weights(coarse, _deltas(t, far))
-            fine = fine_distances(t, _deltas(t, far), weights, near, config.fine_samples, config.stratified, generator,
+                                              coarse_deltas, rays, grid, config)
+            weights = composite_weights(coarse, coarse_deltas)
+            fine = fine_distances(t, coarse_deltas, weights, near, config.fine_samples, config.stratified, generator,
                                   config.fine_padding)
             if config.fine_with_coarse:  # the coarse samples too, those worth a gradient by their own density
-                alpha = 1.0 - torch.exp(-coarse.float() * _deltas(t, far).float())
+                alpha = 1.0 - torch.exp(-coarse.float() * coarse_deltas.float())
                 worth = (alpha > config.prune) & (_transmittance(alpha) > config.prune)
                 merged = torch.cat([t, fine], dim=1)
                 order = merged.argsort(dim=1)
@@ -242,7 +243,7 @@ def render_rays(field: Field, origins: torch.Tensor, directions: torch.Tensor, b
             else:
                 fine_t = fine
             if config.prune > 0 or skip is not None:  # the pruning look-ahead is the coarse pass: no second one
-                light = _light_reaching(fine_t, t, coarse, _deltas(t, far))
+                light = _light_reaching(fine_t, t, coarse, coarse_deltas)
             t = fine_t
     s = t.shape[1]
     rgb = torch.zeros(num_rays, s, 3, device=device, dtype=origins.dtype)
