@@ -230,12 +230,12 @@ def render_rays(field: Field, origins: torch.Tensor, directions: torch.Tensor, b
             coarse_deltas = _deltas(t, far)
             coarse, coarse_evaluated = _march(lambda p, r, c: (r, c, density_fn(p, r)), origins, directions, t,
                                               coarse_deltas, rays, grid, config)
-            weights = composite_weights(coarse, coarse_deltas)
-            fine = fine_distances(t, coarse_deltas, weights, near, config.fine_samples, config.stratified, generator,
+            alpha = 1.0 - torch.exp(-coarse.float() * coarse_deltas.float())
+            seen = _transmittance(alpha)  # the light reaching each coarse sample
+            fine = fine_distances(t, coarse_deltas, alpha * seen, near, config.fine_samples, config.stratified, generator,
                                   config.fine_padding)
             if config.fine_with_coarse:  # the coarse samples too, those worth a gradient by their own density
-                alpha = 1.0 - torch.exp(-coarse.float() * coarse_deltas.float())
-                worth = (alpha > config.prune) & (_transmittance(alpha) > config.prune)
+                worth = (alpha > config.prune) & (seen > config.prune)
                 merged = torch.cat([t, fine], dim=1)
                 order = merged.argsort(dim=1)
                 skip = torch.cat([~worth, torch.zeros_like(fine, dtype=torch.bool)], dim=1).gather(1, order)
@@ -243,7 +243,7 @@ def render_rays(field: Field, origins: torch.Tensor, directions: torch.Tensor, b
             else:
                 fine_t = fine
             if config.prune > 0 or skip is not None:  # the pruning look-ahead is the coarse pass: no second one
-                light = _light_reaching(fine_t, t, coarse, coarse_deltas)
+                light = _light_reaching(fine_t, t, seen)
             t = fine_t
     s = t.shape[1]
     rgb = torch.zeros(num_rays, s, 3, device=device, dtype=origins.dtype)
@@ -289,11 +289,10 @@ def composite_weights(density: torch.Tensor, deltas: torch.Tensor) -> torch.Tens
     return alpha * _transmittance(alpha)
 
 
-def _light_reaching(fine: torch.Tensor, t: torch.Tensor, density: torch.Tensor, deltas: torch.Tensor) -> torch.Tensor:
-    """[R,N] the coarse pass's transmittance in front of the coarse sample at or before each fine
-    distance (1 before the first): at least the light that reaches the fine sample, up to quadrature."""
-    alpha = 1.0 - torch.exp(-density.float() * deltas.float())
-    before = torch.cat([torch.ones_like(alpha[:, :1]), _transmittance(alpha)], dim=1)  # [R,S+1]
+def _light_reaching(fine: torch.Tensor, t: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
+    """[R,N] the coarse pass's transmittance `seen` [R,S] in front of the coarse sample at or before
+    each fine distance (1 before the first): at least the light that reaches the fine sample, up to quadrature."""
+    before = torch.cat([torch.ones_like(seen[:, :1]), seen], dim=1)  # [R,S+1]
     index = torch.searchsorted(t.contiguous(), fine.contiguous(), right=True)  # 0: before the first coarse sample
     return before.gather(1, index)
 
