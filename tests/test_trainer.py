@@ -128,7 +128,8 @@ def test_a_model_trained_with_a_proposal_stage_learns_and_renders_with_it(avatar
     assert sum(losses[-3:]) / 3 < 0.6 * sum(losses[:3]) / 3
     trained = load_trained(tmp_path / "fine")
     assert trained.render_config.fine_samples == 8 and trained.render_config.fine_padding == 0.3
-    assert trained.render_config.fine_with_coarse
+    # the union's coarse samples are for training: rendering evaluates the fine ones alone
+    assert trained.meta["train"]["fine_with_coarse"] and not trained.render_config.fine_with_coarse
     assert trained.render_config.samples_per_ray == config.samples_per_ray  # the coarse samples
 
 
@@ -503,3 +504,13 @@ def test_evaluation_baselines_use_the_frames_the_model_trained_on(avatar, tmp_pa
     expected = metrics.landmark_distance(data.landmarks[nearest[ok]] * scale, data.landmarks[data.split.test[ok]] * scale,
                                          load_face_template().mouth_points)
     assert baselines["nearest_training_frame_lmd"] == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("name, on", [("tiny", False), ("fast", True), ("full", True)])
+def test_fast_and_full_train_with_the_proposal_union_and_tiny_does_not(name, on):
+    from lokitalk.train.config import FINE_SAMPLES, FINE_WITH_COARSE, preset
+
+    config = preset(name)
+    assert config.fine_samples == (FINE_SAMPLES if on else 0) and config.fine_with_coarse == (FINE_WITH_COARSE and on)
+    assert FINE_SAMPLES > 0 and TrainConfig().fine_samples == 0 and not TrainConfig().fine_with_coarse
+    assert preset(name, "global").fine_samples == config.fine_samples  # the baseline samples alike

@@ -66,7 +66,9 @@ def load_trained(model_dir: str | Path, device: str | torch.device = "cpu") -> T
     box_sampling = bool(meta.get("train", {}).get("box_sampling", False))
     fine_samples = int(meta.get("train", {}).get("fine_samples", 0))  # and with the proposal stage it trained with
     fine_padding = float(meta.get("train", {}).get("fine_padding", PADDING))
-    fine_with_coarse = bool(meta.get("train", {}).get("fine_with_coarse", False))
+    # but never with the union's coarse samples (train.config.FINE_WITH_COARSE): they give faint density
+    # its gradient in training; rendering needs the fine ones alone (two id04 union models: -0.08 and
+    # -0.09 dB, LPIPS and LMD level or better, at 1.5x the frame rate; docs/RESULTS.md, "A proposal stage")
     render_config = RenderConfig(samples_per_ray=samples, termination=RENDER_TERMINATION, box_sampling=box_sampling,
-                                 fine_samples=fine_samples, fine_padding=fine_padding, fine_with_coarse=fine_with_coarse)
+                                 fine_samples=fine_samples, fine_padding=fine_padding, fine_with_coarse=False)
     return TrainedModel(model, grid, render_config, meta, root, scale, accel, dev)
