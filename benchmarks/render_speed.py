@@ -10,7 +10,10 @@ Settings, each timed warm on the same test frames (median of `--frames`):
 - `tightened`: termination, and the occupancy grid tightened to cells above `--occupancy-threshold`
   (1/m; training keeps cells above 0.25) plus one cell of margin;
 - `compiled`: termination plus torch.compile of the per-sample path (deformation and field);
-  `--compile auto` does this on CUDA only (on the CPU a compile takes ~30 s per model).
+  `--compile auto` does this on CUDA only (on the CPU a compile takes ~30 s per model);
+- for a model trained with a proposal stage (`fine_samples`), two cheaper placements, compiled
+  where `compiled` is: `half_coarse`, half the coarse samples for the density pass the fine ones
+  are drawn from; `no_proposal`, the plain sampler with none of them.
 For each it prints frames per second, field evaluations per ray and the largest pixel difference
 from `plain` (in grey levels, 0-255) on the timed frames, and the PSNR against the real frames.
 """
@@ -104,6 +107,10 @@ def main() -> None:
                 ("terminated", base, False, trained.grid), ("tightened", base, False, tight)]
     if compile_too:
         settings.append(("compiled", base, True, trained.grid))
+    if base.fine_samples:  # the speed / quality trade of a proposal model's placements
+        settings += [("half_coarse", replace(base, samples_per_ray=max(8, base.samples_per_ray // 2)), compile_too,
+                      trained.grid),
+                     ("no_proposal", replace(base, fine_samples=0), compile_too, trained.grid)]
     for size_name in args.sizes.split(","):
         size = None if size_name == "native" else int(size_name)
         reference = None
