@@ -197,14 +197,16 @@ def test_lower_face_depth_puts_the_surface_on_each_frames_lips_and_jaw(avatar, t
     lower = load_face_depth_points(avatar, lower_face=True).moving_only()
     errors = {}
     for name, lower_face in (("rigid", False), ("lower", True)):
-        # 200 steps: at 60 the rays the lower face takes from the rigid points leave both ~1 cm off
-        train(avatar, tmp_path / name, replace(micro_config(200), face_depth_weight=0.01, face_depth_lower_face=lower_face),
+        # 200 steps: at 60 the rays the lower face takes from the rigid points leave both ~1 cm off.
+        # Weight 0.03: at 0.01 the contrast depended on the machine (0.36 / 0.85 cm on one, 0.41 / 0.49
+        # on another); at 0.03 the rigid points, wrong wherever the jaw has moved, pull the surface off
+        train(avatar, tmp_path / name, replace(micro_config(200), face_depth_weight=0.03, face_depth_lower_face=lower_face),
               device="cpu", show_progress=False)
         trained = load_trained(tmp_path / name)
         assert trained.meta["train"]["face_depth_lower_face"] is lower_face
         errors[name] = float(np.nanmedian(face_depth_errors(trained.model, trained.grid, trained.render_config,
                                                             loaded, loaded.split.test, lower)))
-    assert errors["lower"] < 0.7 * errors["rigid"], errors  # measured 0.36 cm with, 0.85 without
+    assert errors["lower"] < 0.7 * errors["rigid"], errors  # measured 0.30 cm with, 2.43 without
 
 
 def test_a_killed_run_with_face_depth_resumes_on_the_same_trajectory(avatar, tmp_path):

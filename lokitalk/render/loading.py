@@ -68,7 +68,7 @@ def load_trained(model_dir: str | Path, device: str | torch.device = "cpu") -> T
     fine_padding = float(meta.get("train", {}).get("fine_padding", PADDING))
     # but never with the union's coarse samples (train.config.FINE_WITH_COARSE): they give faint density
     # its gradient in training; rendering needs the fine ones alone (two id04 union models: -0.08 and
-    # -0.09 dB, LPIPS and LMD level or better, at 1.5x the frame rate; docs/RESULTS.md, "A proposal stage")
+    # -0.09 dB, LPIPS and LMD level or better, at 1.5x the frame rate; docs/RESULTS.md, "The proposal union")
     render_config = RenderConfig(samples_per_ray=samples, termination=RENDER_TERMINATION, box_sampling=box_sampling,
                                  fine_samples=fine_samples, fine_padding=fine_padding, fine_with_coarse=False)
     return TrainedModel(model, grid, render_config, meta, root, scale, accel, dev)

@@ -205,11 +205,12 @@ DISTORTION_WEIGHT = 0.01
 # alone at the coarse samples, the full field with gradients at 8 samples drawn from their weights,
 # plus the coarse samples with some opacity in front of the surface (fine_with_coarse: without them a
 # faint halo gets no gradient and novel views see it opaque, id05 -1.6 dB). `fast`, 3000 steps,
-# against the same seeds without: PSNR +0.72 / +0.58 (id04), +0.27 / +0.18 (id01), -0.36 / -0.20
-# (id05); LPIPS -0.006 to -0.033 on all six; LMD -1.37 / -0.42 (id04), within 0.15 px elsewhere; the
-# face surface 0.54 cm thick against 1.47. A step costs 1.7x (the whole id04 run 1.67x on equal
-# load); rendering evaluates the fine samples alone (render.loading) (docs/RESULTS.md, "A proposal
-# stage"). `tiny` is unmeasured and keeps it off
+# against the same seeds without: PSNR +0.72 / +0.58 (id04), +0.27 / +0.18 (id01), +0.55 (id07),
+# -0.36 / -0.20 (id05); LPIPS -0.006 to -0.041 on all seven; LMD -1.37 / -0.42 (id04), -2.9 (id07),
+# within 0.15 px elsewhere; the face surface 0.54 cm thick against 1.47. A whole run costs 1.7x
+# (id04 1.68x, id07 1.76x on equal load); at equal time (1800 steps) id04 still +0.46 dB. Rendering
+# evaluates the fine samples alone (render.loading) (docs/RESULTS.md, "The proposal union in `fast`
+# and `full`"). `tiny` is unmeasured and keeps it off
 FINE_SAMPLES = 8
 FINE_WITH_COARSE = True
 
