@@ -67,8 +67,9 @@ def load_trained(model_dir: str | Path, device: str | torch.device = "cpu") -> T
     fine_samples = int(meta.get("train", {}).get("fine_samples", 0))  # and with the proposal stage it trained with
     fine_padding = float(meta.get("train", {}).get("fine_padding", PADDING))
     # but never with the union's coarse samples (train.config.FINE_WITH_COARSE): they give faint density
-    # its gradient in training; rendering needs the fine ones alone (two id04 union models: -0.08 and
-    # -0.09 dB, LPIPS and LMD level or better, at 1.5x the frame rate; docs/RESULTS.md, "The proposal union")
+    # its gradient in training; rendering needs the fine ones alone (id04 and id01 union models: -0.06 to
+    # -0.09 dB, LPIPS and LMD level or better, at 1.44-1.56x the frame rate; docs/RESULTS.md, "The
+    # proposal union")
     render_config = RenderConfig(samples_per_ray=samples, termination=RENDER_TERMINATION, box_sampling=box_sampling,
                                  fine_samples=fine_samples, fine_padding=fine_padding, fine_with_coarse=False)
     return TrainedModel(model, grid, render_config, meta, root, scale, accel, dev)
