@@ -195,7 +195,8 @@ def train(
     fine_samples: Optional[int] = typer.Option(None, "--fine-samples", metavar="N", help="A proposal stage: "
                                                "the density alone at the coarse samples, then the full field at N "
                                                "samples drawn where their weight is, crowded onto the surface (0: "
-                                               "off; the model renders the way it trained; default: the preset's, 8 in fast and full, off in tiny)."),
+                                               "off; the model renders the way it trained; default: the preset's, "
+                                               "8 in fast and full, off in tiny)."),
     fine_padding: Optional[float] = typer.Option(None, "--fine-padding", metavar="SHARE", help="With "
                                                  "--fine-samples: the share of them spread evenly over the ray "
                                                  "instead (default: the preset's, 0.1)."),
