@@ -124,6 +124,13 @@ def shared_lip_copy(avatar_dir: Path, prior: Path, seconds: float | None, out: P
     return copy
 
 
+def with_fine_samples(config, fine_samples: int | None):
+    """The proposal stage's fine samples set (0: the plain sampler), or the preset's where None."""
+    if fine_samples is None:
+        return config
+    return replace(config, fine_samples=fine_samples, fine_with_coarse=config.fine_with_coarse and fine_samples > 0)
+
+
 def run_arm(avatar_dir: Path, out: Path, arm: str, seconds: float | None, args, prior: Path | None,
             frames: np.ndarray, device: str, seed: int = 0) -> tuple[dict, dict[int, np.ndarray]]:
     from lokitalk.data.avatar import load_avatar, training_frames
@@ -141,6 +148,7 @@ def run_arm(avatar_dir: Path, out: Path, arm: str, seconds: float | None, args, 
                      face_depth_lower_face=face_depth == "lower",
                      train_seconds=seconds, checkpoint_every=every, log_every=min(10, every),
                      compile=args.compile, seed=seed)
+    config = with_fine_samples(config, args.fine_samples)
     if use_prior and args.finetune_schedule:
         config = replace(config, finetune_schedule=tuple(float(v) for v in args.finetune_schedule.split(",")))
     if config.lpips_weight > 0 and not lpips_available():
@@ -172,7 +180,8 @@ def run_arm(avatar_dir: Path, out: Path, arm: str, seconds: float | None, args, 
             "train_frames": int(len(trained_on)), "novel_view": novel.tolist(),
             "nearest_trained_rotation_deg": [round(float(d), 2) for d in distance],
             "train_s": round(train_s, 2), "calls_s": round(call_s, 2), "curve": curve,
-            "lpips_loss": config.lpips_weight,
+            "lpips_loss": config.lpips_weight, "fine_samples": config.fine_samples,
+            "fine_with_coarse": config.fine_with_coarse,
             "eval_frames": [int(i) for i in frames]}, saved
 
 
@@ -203,7 +212,8 @@ def experiment(args) -> None:
             raise SystemExit(f"error: held-out identities also in pretraining: {sorted(overlap)}")
         pretrain_steps = args.pretrain_steps or default_pretrain_steps(
             preset(args.preset).steps, len(args.pretrain), max(args.identities_per_step, 1))
-        config = PretrainConfig(train=replace(with_steps(preset(args.preset), pretrain_steps), compile=args.compile),
+        train_config = replace(with_steps(preset(args.preset), pretrain_steps), compile=args.compile)
+        config = PretrainConfig(train=with_fine_samples(train_config, args.fine_samples),
                                 identities_per_step=args.identities_per_step, lip_scaling=args.lip_scaling)
         shutil.rmtree(out / "pretrain", ignore_errors=True)
         start = time.perf_counter()
@@ -414,6 +424,8 @@ def main() -> None:
                         help=f"comma-separated, of {', '.join(ARMS)}")
     parser.add_argument("--seeds", type=lambda v: [int(x) for x in v.split(",")], default=[0],
                         help="fine-tuning seeds, e.g. 0,1,2 (one prior for all)")
+    parser.add_argument("--fine-samples", type=int, default=None, help="every arm's proposal-stage fine "
+                        "samples (0: the plain sampler; default: the preset's)")
     parser.add_argument("--eval-frames", type=int, default=6)
     parser.add_argument("--budget-s", type=float, default=None, help="wall-clock budget for everything")
     parser.add_argument("--pretrain-fraction", type=float, default=0.35)

@@ -250,16 +250,7 @@ def train(
         config = replace(config, prune=prune)
     if box_sampling is not None:
         config = replace(config, box_sampling=box_sampling)
-    if fine_samples is not None:
-        if fine_samples < 0:
-            raise LokiTalkError("--fine-samples must be 0 (off) or more")
-        config = replace(config, fine_samples=fine_samples)
-    if fine_padding is not None:
-        if not 0 <= fine_padding <= 1:  # also NaN
-            raise LokiTalkError("--fine-padding must be between 0 and 1")
-        config = replace(config, fine_padding=fine_padding)
-    if fine_with_coarse is not None:
-        config = replace(config, fine_with_coarse=fine_with_coarse)
+    config = _with_sampler(config, fine_samples, fine_padding, fine_with_coarse)
     if distortion is not None:
         if not distortion >= 0:  # also NaN
             raise LokiTalkError("--distortion must be 0 or more")
@@ -293,6 +284,24 @@ def train(
     typer.echo(json.dumps(summary))
 
 
+def _with_sampler(config, fine_samples: Optional[int], fine_padding: Optional[float],
+                  fine_with_coarse: Optional[bool]):
+    """The proposal-stage options of `train` and `pretrain` applied to a TrainConfig (None: the preset's)."""
+    from dataclasses import replace
+
+    if fine_samples is not None:
+        if fine_samples < 0:
+            raise LokiTalkError("--fine-samples must be 0 (off) or more")
+        config = replace(config, fine_samples=fine_samples)
+    if fine_padding is not None:
+        if not 0 <= fine_padding <= 1:  # also NaN
+            raise LokiTalkError("--fine-padding must be between 0 and 1")
+        config = replace(config, fine_padding=fine_padding)
+    if fine_with_coarse is not None:
+        config = replace(config, fine_with_coarse=fine_with_coarse)
+    return config
+
+
 @app.command()
 def pretrain(
     avatars: list[Path] = typer.Argument(..., help="Avatar folders of the identities to learn from."),
@@ -306,6 +315,12 @@ def pretrain(
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT's last checkpoint."),
     lip_scaling: str = typer.Option("component", "--lip-scaling", help="The shared lip space: 'component' "
                                     "scales each direction to unit spread, 'overall' all by one factor."),
+    fine_samples: Optional[int] = typer.Option(None, "--fine-samples", metavar="N", help="As in train: the "
+                                               "proposal stage's fine samples per ray (0: off; default: the "
+                                               "preset's, 8 in fast and full, off in tiny)."),
+    fine_with_coarse: Optional[bool] = typer.Option(None, "--fine-with-coarse/--fine-only", help="As in train: "
+                                                    "also evaluate the coarse samples in front of the surface "
+                                                    "(default: the preset's)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
 ) -> None:
     """Pretrain a multi-identity prior (one process, or many under torchrun: DDP, NCCL/gloo)."""
@@ -325,8 +340,8 @@ def pretrain(
 
         per_step = identities_per_step or int(os.environ.get("WORLD_SIZE", "1"))
         steps = default_pretrain_steps(make_preset(preset).steps, len(avatars), per_step)
-    config = PretrainConfig(train=with_steps(make_preset(preset), steps), identities_per_step=identities_per_step,
-                            lip_scaling=lip_scaling)
+    train_config = _with_sampler(with_steps(make_preset(preset), steps), fine_samples, None, fine_with_coarse)
+    config = PretrainConfig(train=train_config, identities_per_step=identities_per_step, lip_scaling=lip_scaling)
     summary = run_pretrain(avatars, out, config, device=device, resume=resume, show_progress=not quiet)
     import os
 

@@ -154,6 +154,26 @@ def test_train_sampling_and_distortion_flags_override_the_preset(tmp_path, capsy
     assert len(seen) == 3
 
 
+def test_pretrain_sampler_flags_override_the_preset_and_a_bad_one_writes_nothing(tmp_path, capsys, monkeypatch):
+    import lokitalk.train.pretrain as pretrain_module
+    from lokitalk.train.config import preset
+
+    seen = []
+    monkeypatch.setattr(pretrain_module, "pretrain", lambda avatars, out, config, **kwargs: (
+        seen.append((config.train.fine_samples, config.train.fine_with_coarse)), {"finished": True})[1])
+    fast = preset("fast")
+    base = ["pretrain", tmp_path / "a", tmp_path / "b", "--out", tmp_path / "p", "-q", "--steps", "10"]
+    for args, expected in ((["--preset", "fast"], (fast.fine_samples, fast.fine_with_coarse)),
+                           (["--preset", "fast", "--fine-samples", "0", "--fine-only"], (0, False)),
+                           (["--fine-samples", "4", "--fine-with-coarse"], (4, True))):
+        code, err = run_cli([*base, *args], capsys)
+        assert code in (0, None), err
+        assert seen[-1] == expected
+    code, err = run_cli([*base, "--fine-samples", "-1"], capsys)
+    assert_one_line_error(code, err, "--fine-samples must be 0 (off) or more")
+    assert len(seen) == 3 and not (tmp_path / "p").exists()
+
+
 def test_render_and_evaluate_need_a_trained_model(tmp_path, capsys):
     (tmp_path / "model").mkdir()
     code, err = run_cli(["evaluate", tmp_path / "model"], capsys)
