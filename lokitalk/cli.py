@@ -174,7 +174,7 @@ def train(
     torso_motion: Optional[str] = typer.Option(None, "--torso-motion", help="rigid: the torso stage blends neck "
                                                "and torso toward a body held still in front of the camera; "
                                                "learned: its net alone moves them (default: the preset's, rigid "
-                                               "for fast and full, learned for tiny)."),
+                                               "for fast and full, learned for tiny; with --prior, the prior's)."),
     refine_poses: Optional[bool] = typer.Option(None, "--refine-poses/--no-refine-poses", help="Learn a pose "
                                                 "correction for every training frame with the model; the model "
                                                 "keeps their pose-dependent part and applies it to every frame it "
@@ -263,12 +263,12 @@ def train(
         if config.face_depth_weight <= 0:
             raise LokiTalkError("--lower-face-depth needs face depth on (--face-depth WEIGHT > 0, or a preset with it)")
         config = replace(config, face_depth_lower_face=True)
-    if torso_motion == "rigid" and prior is not None:
-        raise LokiTalkError("--torso-motion rigid cannot fine-tune a prior: a prior's torso stage learns its motion")
     try:
         config = with_torso_motion(config, torso_motion)
     except ValueError as error:
         raise LokiTalkError(f"--torso-motion: {error}") from None
+    if torso_motion is not None and prior is not None:
+        _check_prior_torso_motion(prior, torso_motion)
     if train_seconds is not None:
         if train_seconds <= 0:
             raise LokiTalkError("--train-seconds must be positive")
@@ -302,6 +302,16 @@ def _with_sampler(config, fine_samples: Optional[int], fine_padding: Optional[fl
     return config
 
 
+def _check_prior_torso_motion(prior: Path, torso_motion: str) -> None:
+    """A fine-tune keeps its prior's torso stage: asking for another is an error, not ignored."""
+    from .train.prior import load_prior_config
+
+    motion = load_prior_config(prior).deformation.torso_motion
+    if motion != torso_motion:
+        raise LokiTalkError(f"--torso-motion {torso_motion}: the prior {prior} has a {motion} torso stage, and a "
+                            f"fine-tune keeps it (pretrain with --torso-motion {torso_motion} for another)")
+
+
 @app.command()
 def pretrain(
     avatars: list[Path] = typer.Argument(..., help="Avatar folders of the identities to learn from."),
@@ -321,6 +331,9 @@ def pretrain(
     fine_with_coarse: Optional[bool] = typer.Option(None, "--fine-with-coarse/--fine-only", help="As in train: "
                                                     "also evaluate the coarse samples in front of the surface "
                                                     "(default: the preset's)."),
+    torso_motion: str = typer.Option("learned", "--torso-motion", help="The prior's torso stage: learned (its "
+                                     "net moves neck and torso), or rigid (each identity's body held still in "
+                                     "front of the camera at its own mean pose, the net adding a residual)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
 ) -> None:
     """Pretrain a multi-identity prior (one process, or many under torchrun: DDP, NCCL/gloo)."""
@@ -328,6 +341,7 @@ def pretrain(
     from .train.config import with_steps
     from .train.pretrain import PretrainConfig, default_pretrain_steps
     from .train.pretrain import pretrain as run_pretrain
+    from .model.deformation import TORSO_MOTIONS
     from .train.prior import LIP_SCALINGS
 
     _check_preset_and_steps(preset, steps)
@@ -335,13 +349,16 @@ def pretrain(
         raise LokiTalkError("pretrain needs at least one avatar folder")
     if lip_scaling not in LIP_SCALINGS:  # before OUT is created
         raise LokiTalkError(f"--lip-scaling must be one of {', '.join(LIP_SCALINGS)}, not {lip_scaling!r}")
+    if torso_motion not in TORSO_MOTIONS:
+        raise LokiTalkError(f"--torso-motion must be one of {', '.join(TORSO_MOTIONS)}, not {torso_motion!r}")
     if steps is None:  # the same avatars give the same default when the run is resumed
         import os
 
         per_step = identities_per_step or int(os.environ.get("WORLD_SIZE", "1"))
         steps = default_pretrain_steps(make_preset(preset).steps, len(avatars), per_step)
     train_config = _with_sampler(with_steps(make_preset(preset), steps), fine_samples, None, fine_with_coarse)
-    config = PretrainConfig(train=train_config, identities_per_step=identities_per_step, lip_scaling=lip_scaling)
+    config = PretrainConfig(train=train_config, identities_per_step=identities_per_step, lip_scaling=lip_scaling,
+                            torso_motion=torso_motion)
     summary = run_pretrain(avatars, out, config, device=device, resume=resume, show_progress=not quiet)
     import os
 

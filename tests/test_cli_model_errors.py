@@ -37,7 +37,7 @@ def test_train_rejects_bad_options(tmp_path, capsys):
                          (["--eye-input", "whiten"], "--eye-input"),
                          (["--torso-motion", "elastic"], "--torso-motion"),
                          (["--deformation", "global", "--torso-motion", "rigid"], "needs region deformation"),
-                         (["--prior", tmp_path, "--torso-motion", "rigid"], "cannot fine-tune a prior"),
+                         (["--prior", tmp_path, "--torso-motion", "rigid"], "not a LokiTalk prior"),
                          (["--finetune-schedule", "0.1,1,1"], "needs --prior"),
                          (["--prior", tmp_path, "--finetune-schedule", "0.1,1"], "FRACTION,NETS,GRID"),
                          (["--prior", tmp_path, "--finetune-schedule", "a,b,c"], "FRACTION,NETS,GRID"),
@@ -172,6 +172,46 @@ def test_pretrain_sampler_flags_override_the_preset_and_a_bad_one_writes_nothing
     code, err = run_cli([*base, "--fine-samples", "-1"], capsys)
     assert_one_line_error(code, err, "--fine-samples must be 0 (off) or more")
     assert len(seen) == 3 and not (tmp_path / "p").exists()
+
+
+def test_torso_motion_with_a_prior_is_the_priors_and_pretrain_sets_it(tmp_path, capsys, monkeypatch):
+    """`train --prior P --torso-motion M` runs only when P's torso stage is M (a fine-tune keeps
+    its prior's); `pretrain --torso-motion` reaches the pretraining config, a bad one writes nothing."""
+    import json
+
+    import lokitalk.train.pretrain as pretrain_module
+    import lokitalk.train.trainer as trainer
+    from lokitalk.model.field import ModelConfig
+    from lokitalk.model.identity import IdentityConfig
+    from lokitalk.train.checkpoint import model_config_to_dict
+    from lokitalk.train.prior import PRIOR_FORMAT, prior_model_config
+
+    prior = tmp_path / "prior"
+    prior.mkdir()
+    config = prior_model_config(ModelConfig(), IdentityConfig(), 16, torso_motion="learned")
+    (prior / "prior.json").write_text(json.dumps({"format": PRIOR_FORMAT, "model": model_config_to_dict(config)}))
+    trained = []
+    monkeypatch.setattr(trainer, "train", lambda avatar, out, config, **kwargs: (
+        trained.append(kwargs.get("prior")), {"finished": True})[1])
+    base = ["train", tmp_path, "--out", tmp_path / "m", "-q", "--prior", prior]
+    code, err = run_cli([*base, "--torso-motion", "rigid"], capsys)
+    assert_one_line_error(code, err, "has a learned torso stage", "pretrain with --torso-motion rigid")
+    assert not trained and not (tmp_path / "m").exists()
+    code, err = run_cli([*base, "--torso-motion", "learned"], capsys)
+    assert code in (0, None), err
+    assert trained == [prior]
+
+    seen = []
+    monkeypatch.setattr(pretrain_module, "pretrain", lambda avatars, out, config, **kwargs: (
+        seen.append(config.torso_motion), {"finished": True})[1])
+    base = ["pretrain", tmp_path / "a", tmp_path / "b", "--out", tmp_path / "p", "-q", "--steps", "10"]
+    for args, expected in (([], "learned"), (["--torso-motion", "rigid"], "rigid")):
+        code, err = run_cli([*base, *args], capsys)
+        assert code in (0, None), err
+        assert seen[-1] == expected
+    code, err = run_cli([*base, "--torso-motion", "elastic"], capsys)
+    assert_one_line_error(code, err, "--torso-motion must be one of learned, rigid")
+    assert len(seen) == 2 and not (tmp_path / "p").exists()
 
 
 def test_render_and_evaluate_need_a_trained_model(tmp_path, capsys):

@@ -192,3 +192,55 @@ def test_the_density_only_path_gives_the_full_paths_density():
     plain = cases[1][0].field_for(batch(), directions)
     assert not torch.allclose(plain.density(points, torch.arange(64)),
                               cases[1][0].field_for(cases[1][1], directions).density(points, torch.arange(64)))
+
+
+def test_a_rigid_torso_prior_holds_each_identity_at_its_own_reference_pose():
+    """A multi-identity rigid torso stage reads the identity's reference pose: with the frame at that
+    pose it moves points as the same weights with a learned stage do, and away from it by exactly
+    the torso attention times the camera-rigid map to that pose (model.rigid). Parts saved before
+    the pose load with zeros; a pose in the shared config, or none in the identity, is an error."""
+    from lokitalk.model.field import pose_vector
+    from lokitalk.model.rigid import camera_rigid_offset, rotation_from_vector
+
+    torch.manual_seed(0)
+    rigid_cfg = prior_model_config(micro_prior_config(), micro_prior_config().identity, 6, torso_motion="rigid")
+    rigid = TalkingHead(rigid_cfg)
+    for module in rigid.modules():  # nets that move points (zero-initialised last layers otherwise)
+        if isinstance(module, torch.nn.Linear):
+            torch.nn.init.normal_(module.weight, std=0.3)
+    learned = TalkingHead(micro_prior_config())
+    learned.load_state_dict(rigid.state_dict())
+    reference = torch.tensor([0.1, -0.2, 0.05, 0.01, -0.02, 0.62])
+    rigid.identity.set_reference_pose(reference)
+    learned.identity.load_state_dict(rigid.identity.state_dict())
+    points = torch.rand(40, 3) * 0.3 - 0.15
+    signals = batch()
+
+    def deform(model, frame_pose):
+        rotation = rotation_from_vector(frame_pose[None, :3])[0]
+        frame = dict(signals, rotation=rotation, translation=frame_pose[3:])
+        lip, eye, pose, ident = model.frame_signals(frame, torch.device("cpu"))
+        return model.deformation(points, lip[None], eye[None], pose[None], ident.deformation), pose
+
+    at_reference, _ = deform(rigid, reference)
+    torch.testing.assert_close(at_reference.canonical, deform(learned, reference)[0].canonical, atol=1e-5, rtol=0)
+    turned = torch.tensor([0.3, 0.1, -0.1, 0.03, 0.0, 0.58])
+    (ours, pose), (plain, _) = deform(rigid, turned), deform(learned, turned)
+    x1 = points + ours.face_offset
+    expected = ours.attention["torso"][:, None] * camera_rigid_offset(x1, pose[None], reference)
+    assert expected.abs().max() > 1e-3
+    torch.testing.assert_close(ours.canonical - plain.canonical, expected, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(pose, pose_vector(rotation_from_vector(turned[None, :3])[0], turned[3:]))
+
+    old = {k: v for k, v in rigid.identity.state_dict().items() if k != "reference_pose"}
+    parts = IdentityParts(rigid_cfg)
+    parts.set_reference_pose(reference)
+    parts.load_state_dict(old)
+    assert torch.equal(parts.reference_pose, torch.zeros(6))
+    with pytest.raises(ValueError, match="6 numbers"):
+        parts.set_reference_pose([0.0] * 5)
+    with pytest.raises(ValueError, match="each identity's reference pose"):
+        TalkingHead(replace(rigid_cfg, deformation=replace(rigid_cfg.deformation, reference_pose=(0.0,) * 6)))
+    lip, eye, pose, ident = rigid.frame_signals(batch(), torch.device("cpu"))
+    with pytest.raises(ValueError, match="needs the identity's reference pose"):
+        rigid.deformation(points, lip[None], eye[None], pose[None], ident.deformation._replace(reference_pose=None))

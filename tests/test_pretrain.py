@@ -87,21 +87,26 @@ def prior(identities, tmp_path_factory):
     return out / "prior"
 
 
-def test_the_prior_beats_from_scratch_on_a_new_identity(identities, prior, tmp_path):
+def held_out_psnr(model_dir, avatar_dir):
+    """Mean PSNR of the model on its avatar's test frames (never trained on)."""
+    from lokitalk.data.avatar import load_avatar, resize_image
     from lokitalk.evaluate import metrics
     from lokitalk.evaluate.run import render_test
-    from lokitalk.data.avatar import load_avatar, resize_image
     from lokitalk.render.loading import load_trained
+
+    trained = load_trained(model_dir)
+    avatar = load_avatar(avatar_dir)
+    frames = avatar.split.test
+    rendered, _ = render_test(trained, avatar, frames)
+    cam = avatar.camera.scaled(trained.image_scale)
+    return float(np.mean([metrics.psnr(r, resize_image(avatar.frame(int(i)), cam)) for r, i in zip(rendered, frames)]))
+
+
+def test_the_prior_beats_from_scratch_on_a_new_identity(identities, prior, tmp_path):
     from lokitalk.train.trainer import train
 
     def test_psnr(model_dir):
-        trained = load_trained(model_dir)
-        avatar = load_avatar(identities["cy"])
-        frames = avatar.split.test
-        rendered, _ = render_test(trained, avatar, frames)
-        cam = avatar.camera.scaled(trained.image_scale)
-        return float(np.mean([metrics.psnr(r, resize_image(avatar.frame(int(i)), cam))
-                              for r, i in zip(rendered, frames)]))
+        return held_out_psnr(model_dir, identities["cy"])
 
     steps = 30
     train(identities["cy"], tmp_path / "prior_ft", micro_config(steps), device="cpu", show_progress=False,
@@ -297,3 +302,43 @@ def test_pretraining_renders_through_the_proposal_stage_when_the_preset_has_one(
     pretrain([identities["ann"], identities["bob"]], tmp_path / "p", config, device="cpu", show_progress=False)
     assert len(outputs) >= 2 * 2
     assert all(out.weights.shape[1] == 6 and out.coarse_evaluated > 0 for out in outputs)
+
+
+def test_a_rigid_torso_prior_keeps_each_persons_mean_pose_and_fine_tunes(identities, tmp_path):
+    """`torso_motion="rigid"`: every pretraining identity's parts hold the mean pose of its own
+    training frames, the prior's shared config none; a fine-tune on a new person takes that
+    person's mean pose, keeps it through save and load, and learns (test PSNR up from the start)."""
+    import torch
+    from safetensors.torch import load_file
+
+    from lokitalk.data.avatar import load_avatar, training_frames
+    from lokitalk.model.rigid import mean_pose
+    from lokitalk.render.loading import load_trained
+    from lokitalk.train.pretrain import PretrainConfig, pretrain
+    from lokitalk.train.trainer import train
+
+    config = PretrainConfig(train=micro_config(40), identity=MICRO_IDENTITY, identities_per_step=2,
+                            torso_motion="rigid")
+    summary = pretrain([identities["ann"], identities["bob"]], tmp_path / "pre", config, device="cpu",
+                       show_progress=False)
+    prior = Path(summary["prior"])
+    poses = {}
+    for name in ("ann", "bob"):
+        avatar = load_avatar(identities[name])
+        frames = training_frames(avatar, None)
+        poses[name] = load_file(str(prior / "identities" / f"{name}.safetensors"))["reference_pose"]
+        np.testing.assert_allclose(poses[name].numpy(), mean_pose(avatar.rotation[frames], avatar.translation[frames]),
+                                   atol=1e-6)
+    assert not torch.allclose(poses["ann"], poses["bob"])
+
+    cy = load_avatar(identities["cy"])
+    frames = training_frames(cy, None)
+    train(identities["cy"], tmp_path / "start", micro_config(1), device="cpu", show_progress=False, prior=prior)
+    after = train(identities["cy"], tmp_path / "ft", micro_config(40), device="cpu", show_progress=False, prior=prior)
+    model = load_trained(tmp_path / "ft").model
+    assert model.config.deformation.torso_motion == "rigid" and model.config.deformation.reference_pose == ()
+    np.testing.assert_allclose(model.identity.reference_pose.numpy(),
+                               mean_pose(cy.rotation[frames], cy.translation[frames]), atol=1e-6)
+    start, tuned = held_out_psnr(tmp_path / "start", identities["cy"]), held_out_psnr(tmp_path / "ft", identities["cy"])
+    print(f"rigid-torso prior on cy: test PSNR {start:.2f} dB after 1 step, {tuned:.2f} dB after 40")
+    assert after["finished"] and tuned > start + 1.0

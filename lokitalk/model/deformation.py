@@ -97,7 +97,9 @@ class DeformationConfig:
     # attention, and the net adds a residual: a two-bone skinning of head and body whose weight
     # is the attention, so the net no longer has to learn how a turn of the head moves the body
     torso_motion: str = "learned"
-    reference_pose: tuple[float, ...] = ()  # "rigid": the training frames' mean pose (rotation vector, translation)
+    # "rigid": the training frames' mean pose (rotation vector, translation). A multi-identity net
+    # (identity_dim > 0) leaves it empty: each identity brings its own (DeformationIdentity)
+    reference_pose: tuple[float, ...] = ()
     # where the torso attention reads a point: "head", its position in the head frame (models
     # before it); "head+body" ("rigid" only), also where the point sits in the body's frame (the
     # rigid map's output). On a turn beyond the training views a shoulder point lands at a head-frame
@@ -120,6 +122,9 @@ class DeformationIdentity(NamedTuple):
     code: torch.Tensor  # [1, identity_dim] dynamic feature
     weight: torch.Tensor  # [hidden, hidden] the hypernetwork-generated layer
     bias: torch.Tensor  # [hidden]
+    # [6] the identity's own reference pose (mean of its training frames' poses), which a rigid
+    # torso stage maps its body to: people sit differently in front of their cameras
+    reference_pose: torch.Tensor | None = None
 
 
 # The deformation nets' nonlinearity. With ReLU a unit that is negative over the mouth passes
@@ -240,12 +245,18 @@ class RegionDeformation(nn.Module):
             raise ValueError("torso_attention_frame 'head+body' needs torso_motion 'rigid' (the body frame is its map)")
         self.torso_attention = mlp(pe * (2 if self.attention_reads_body else 1), config.hidden, 1, layers=1,
                                    activation=act)
+        if config.torso_motion != "rigid" or config.identity_dim:
+            self.reference_pose = None  # none, or the identity's (forward)
         if config.torso_motion == "rigid":
-            if len(config.reference_pose) != 6:
+            if config.identity_dim and config.reference_pose:
+                raise ValueError("a multi-identity rigid torso stage takes each identity's reference pose, "
+                                 "not one in its config")
+            if not config.identity_dim and len(config.reference_pose) != 6:
                 raise ValueError("torso_motion 'rigid' needs a reference_pose of 6 numbers (rotation vector, translation)")
-            # not in the state dict: the pose is in the config, saved with the model's config
-            self.register_buffer("reference_pose", torch.tensor(config.reference_pose, dtype=torch.float32),
-                                 persistent=False)
+            if not config.identity_dim:
+                # not in the state dict: the pose is in the config, saved with the model's config
+                self.register_buffer("reference_pose", torch.tensor(config.reference_pose, dtype=torch.float32),
+                                     persistent=False)
             # start with the attention low everywhere (sigmoid(-2) = 0.12): the rigid path moves
             # whatever the attention covers, and the head must not start half-glued to the body
             nn.init.constant_(self.torso_attention[-1].bias, -2.0)
@@ -282,8 +293,12 @@ class RegionDeformation(nn.Module):
         dx_face = dx_face * self.config.offset_scale
         x1 = x + dx_face
         enc1 = self.position(x1)
-        rigid = (camera_rigid_offset(x1, pose, self.reference_pose, body) if self.config.torso_motion == "rigid"
-                 else None)
+        rigid = None
+        if self.config.torso_motion == "rigid":
+            reference = self.reference_pose if identity is None else identity.reference_pose
+            if reference is None:
+                raise ValueError("a multi-identity rigid torso stage needs the identity's reference pose")
+            rigid = camera_rigid_offset(x1, pose, reference, body)
         attention_in = enc1
         if self.attention_reads_body:
             attention_in = torch.cat([enc1, self.position((x1 + rigid).to(x1.dtype))], -1)

@@ -11,7 +11,9 @@ has
   shared grid's first levels (so an identity moves and reshapes the shared head coarsely, while
   fine detail stays shared until fine-tuning);
 - a fixed affine map from the avatar's own lip basis to the prior's shared, whitened lip space
-  (lokitalk.audio2motion.shared_basis), so that one deformation net reads every person's lips.
+  (lokitalk.audio2motion.shared_basis), so that one deformation net reads every person's lips;
+- a fixed reference pose, the mean of the person's training poses, where a camera-rigid torso
+  stage holds the body (lokitalk.model.rigid): each person sits in front of the camera in their own way.
 
 `IdentityEncoder` maps a few frames of a person (person matte applied) with their head pose and
 focal length to those parts; it is trained jointly with the shared nets during pretraining, where
@@ -84,6 +86,7 @@ class ResolvedIdentity:
     offset: list[torch.Tensor]
     lip_matrix: torch.Tensor  # [source_lip_dim, lip_dim]
     lip_bias: torch.Tensor  # [lip_dim]
+    reference_pose: torch.Tensor  # [6] (rotation vector, translation); used by a rigid torso stage only
 
     def map_lip(self, lip: torch.Tensor) -> torch.Tensor:
         return lip.to(self.lip_matrix.dtype) @ self.lip_matrix + self.lip_bias
@@ -119,6 +122,13 @@ class IdentityParts(nn.Module):
         lip_dim = config.deformation.lip_dim
         self.register_buffer("lip_matrix", torch.eye(ident.source_lip_dim, lip_dim))
         self.register_buffer("lip_bias", torch.zeros(lip_dim))
+        self.register_buffer("reference_pose", torch.zeros(6))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # parts saved before the reference pose (priors and models with a learned torso stage,
+        # which never read it) load with the zero pose
+        state_dict.setdefault(prefix + "reference_pose", torch.zeros(6))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def codes(self) -> IdentityCodes:
         return IdentityCodes(self.dynamic, self.appearance, self.geometry, list(self.offset))
@@ -129,7 +139,7 @@ class IdentityParts(nn.Module):
         if base is not None:
             own = IdentityCodes(*(a + b for a, b in zip(own[:3], base[:3])),
                                 [a + b for a, b in zip(own.offset, base.offset)])
-        return ResolvedIdentity(*own, self.lip_matrix, self.lip_bias)
+        return ResolvedIdentity(*own, self.lip_matrix, self.lip_bias, self.reference_pose)
 
     @torch.no_grad()
     def load_codes(self, codes: IdentityCodes) -> None:
@@ -148,6 +158,14 @@ class IdentityParts(nn.Module):
         self.lip_matrix.copy_(matrix)
         self.lip_bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
 
+    @torch.no_grad()
+    def set_reference_pose(self, pose) -> None:
+        """The person's reference pose, 6 numbers (lokitalk.model.rigid.mean_pose of their training frames)."""
+        pose = torch.as_tensor(pose, dtype=torch.float32)
+        if pose.shape != (6,):
+            raise ValueError(f"a reference pose is 6 numbers (rotation vector, translation), not {tuple(pose.shape)}")
+        self.reference_pose.copy_(pose)
+
 
 class Hypernetwork(nn.Module):
     """Shared: dynamic feature [D] -> the weights and bias of one hidden layer of the deformation
@@ -161,10 +179,11 @@ class Hypernetwork(nn.Module):
         nn.init.normal_(self.net.weight, std=config.identity.hyper_init)
         nn.init.zeros_(self.net.bias)
 
-    def layer(self, dynamic: torch.Tensor) -> DeformationIdentity:
+    def layer(self, dynamic: torch.Tensor, reference_pose: torch.Tensor | None = None) -> DeformationIdentity:
+        """The deformation net's identity input; `reference_pose` [6] passes through for a rigid torso stage."""
         h = self.hidden
         out = self.net(dynamic)
-        return DeformationIdentity(dynamic[None], out[:h * h].view(h, h), out[h * h:])
+        return DeformationIdentity(dynamic[None], out[:h * h].view(h, h), out[h * h:], reference_pose)
 
 
 class IdentityEncoder(nn.Module):

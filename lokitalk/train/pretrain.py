@@ -43,6 +43,7 @@ from .. import __version__
 from ..data.avatar import load_avatar, training_frames
 from ..data.rays import RaySampler
 from ..errors import InputError
+from ..model.deformation import TORSO_MOTIONS
 from ..model.field import TalkingHead
 from ..model.identity import IdentityConfig, IdentityEncoder, IdentityParts, encoder_inputs
 from ..model.renderer import OccupancyGrid, RenderConfig, render_rays
@@ -54,7 +55,7 @@ from .face_depth import FaceDepthPoints, face_depth_batch, face_depth_loss, face
 from .distributed import DistInfo, barrier, gather_to_main, init_distributed, mean_over_ranks, shutdown, wrap
 from .losses import attention_loss, batch_speech, distortion_loss, opacity_loss, photometric_loss, psnr
 from .progress import progress_bar
-from .prior import Prior, fit_lip_space, lip_map, prior_model_config, save_prior
+from .prior import Prior, fit_lip_space, lip_map, prior_model_config, reference_pose_of, save_prior
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,9 @@ class PretrainConfig:
     residual_weight: float = 1e-2  # L2 on the identity residuals (the encoder carries the rest)
     lip_components: int = 16
     lip_scaling: str = "component"  # the shared lip space's scaling (prior.fit_lip_space)
+    # the torso stage of the prior (the preset's is not used): "learned" (priors before it), or
+    # "rigid", each identity's body held at its own reference pose (model.rigid)
+    torso_motion: str = "learned"
 
 
 # Each identity should be rendered a few hundred times: on 5 held-out identities, a prior from
@@ -211,7 +215,11 @@ def _pretrain(info: DistInfo, avatar_dirs, out: Path, config: PretrainConfig, re
 
     space = fit_lip_space(avatars, frames, config.lip_components, config.lip_scaling)
     identity_cfg = replace(config.identity, source_lip_dim=lip_dims.pop())
-    model_cfg = prior_model_config(train_cfg.model, identity_cfg, len(space.scale))
+    if config.torso_motion not in TORSO_MOTIONS:
+        raise InputError(f"torso motion must be one of {', '.join(TORSO_MOTIONS)}, not {config.torso_motion!r}")
+    if config.torso_motion == "rigid" and train_cfg.model.deformation.kind != "region":
+        raise InputError("a rigid torso stage needs region deformation (global deformation has no torso stage)")
+    model_cfg = prior_model_config(train_cfg.model, identity_cfg, len(space.scale), config.torso_motion)
     torch.manual_seed(train_cfg.seed)
     shared = PriorNet(model_cfg).to(dev)
     accel = resolve(dev, train_cfg.amp, train_cfg.compile)
@@ -231,6 +239,7 @@ def _pretrain(info: DistInfo, avatar_dirs, out: Path, config: PretrainConfig, re
         avatar = avatars[index]
         parts = IdentityParts(model_cfg)
         parts.set_lip_map(*lip_map(avatar, frames[index], space))
+        parts.set_reference_pose(reference_pose_of(avatar, frames[index]))
         parts.to(dev)
         opt = torch.optim.Adam([{"params": list(parts.offset.parameters()), "lr": train_cfg.lr_grid},
                                 {"params": [parts.dynamic, parts.appearance, parts.geometry],
@@ -299,7 +308,8 @@ def _pretrain(info: DistInfo, avatar_dirs, out: Path, config: PretrainConfig, re
             "identities": names, "world_size": info.world_size, "device": str(dev),
             "pretrain": {"identities_per_step": per_rank * info.world_size,
                          "residual_weight": config.residual_weight, "code_weight": config.code_weight,
-                         "lip_components": config.lip_components, "lip_scaling": config.lip_scaling},
+                         "lip_components": config.lip_components, "lip_scaling": config.lip_scaling,
+                         "torso_motion": config.torso_motion},
             "train": {k: v for k, v in train_cfg.__dict__.items() if k != "model"},
             "consents": [c["consent_id"] for c in consents]}, indent=2))
     progress = progress_bar("pretrain", show_progress and info.is_main, train_cfg.steps, start_step)
@@ -371,7 +381,7 @@ def _pretrain(info: DistInfo, avatar_dirs, out: Path, config: PretrainConfig, re
                     "world_size": info.world_size, "avatars": [str(a.resolve()) for a in avatar_dirs],
                     "consents": [c["consent_id"] for c in consents],
                     "pretrain": {"identities_per_step": per_rank * info.world_size,
-                                 "residual_weight": config.residual_weight,
+                                 "residual_weight": config.residual_weight, "torso_motion": config.torso_motion,
                                  "train": {k: v for k, v in train_cfg.__dict__.items() if k != "model"}}}
             save_prior(Prior(model_cfg, space, head, encoder, parts, meta), out / "prior")
             summary["prior"] = str(out / "prior")

@@ -125,14 +125,15 @@ class Prior:
         return encoder
 
 
-def prior_model_config(base: ModelConfig, identity: IdentityConfig, lip_dim: int) -> ModelConfig:
+def prior_model_config(base: ModelConfig, identity: IdentityConfig, lip_dim: int,
+                       torso_motion: str = "learned") -> ModelConfig:
     """The single-person preset's model made multi-identity: the identity features enter the
-    deformation net and both heads, and the lip input is the shared space's width."""
+    deformation net and both heads, and the lip input is the shared space's width. `torso_motion`
+    replaces the preset's: "rigid" holds each identity's body at its own reference pose (in its
+    parts, not in the shared config)."""
     d = identity.code_dim
     return replace(base, identity=identity,
-                   # the torso stage learns its motion: a camera-rigid one needs each identity's
-                   # own reference pose, which the shared nets cannot hold
-                   deformation=replace(base.deformation, lip_dim=lip_dim, identity_dim=d, torso_motion="learned",
+                   deformation=replace(base.deformation, lip_dim=lip_dim, identity_dim=d, torso_motion=torso_motion,
                                        reference_pose=()),
                    field=replace(base.field, geometry_code_dim=d, appearance_code_dim=d))
 
@@ -162,14 +163,24 @@ def save_prior(prior: Prior, out: Path) -> Path:
     return out
 
 
-def load_prior(path: Path) -> Prior:
-    path = Path(path)
+def _prior_meta(path: Path) -> dict:
     meta_path = path / "prior.json"
     if not meta_path.exists():
         raise InputError(f"{path} is not a LokiTalk prior (no prior.json): make one with `lokitalk pretrain`")
     meta = json.loads(meta_path.read_text())
     if meta.get("format") != PRIOR_FORMAT:
         raise InputError(f"{path}: prior format {meta.get('format')!r}, this LokiTalk reads {PRIOR_FORMAT}")
+    return meta
+
+
+def load_prior_config(path: Path) -> ModelConfig:
+    """The prior's model config alone (no weights read)."""
+    return model_config_from_dict(_prior_meta(Path(path))["model"])
+
+
+def load_prior(path: Path) -> Prior:
+    path = Path(path)
+    meta = _prior_meta(path)
     tensors = load_file(str(path / "prior.safetensors"))
     head = {k[len("head."):]: v for k, v in tensors.items() if k.startswith("head.")}
     encoder = {k[len("encoder."):]: v for k, v in tensors.items() if k.startswith("encoder.")}
@@ -242,7 +253,17 @@ def finetune_model(prior: Prior, avatar, frames: np.ndarray, device: torch.devic
         codes = encoder(*encoder_inputs(avatar, frames, config.identity))
     model.identity.load_codes(codes)
     model.identity.set_lip_map(*lip_map(avatar, frames, prior.lip_space))
+    model.identity.set_reference_pose(reference_pose_of(avatar, frames))
     return model.to(device)
+
+
+def reference_pose_of(avatar, frames: np.ndarray) -> tuple[float, ...]:
+    """Where a rigid torso stage holds this person's body: the mean pose of `frames` (their
+    training frames), as a single-person model's (lokitalk.train.trainer.build_model)."""
+    from ..model.rigid import mean_pose
+
+    frames = np.asarray(frames, int)
+    return mean_pose(avatar.rotation[frames], avatar.translation[frames])
 
 
 def prior_summary(prior: Prior) -> dict:

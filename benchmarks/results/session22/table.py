@@ -6,7 +6,6 @@ names = {'Pp': 'plain prior, plain fine-tune', 'Uu': 'union prior, union fine-tu
          'Up': 'union prior, plain fine-tune', 'Pu': 'plain prior, union fine-tune'}
 rows = []
 def split(run, last):
-    import statistics as st
     nv = run['novel_view']; pf = last['psnr_frames']
     seen = [p for p, n in zip(pf, nv) if not n]; novel = [p for p, n in zip(pf, nv) if n]
     mean = lambda v: f"{sum(v)/len(v):.2f}" if v else '-'
