@@ -140,10 +140,12 @@ def run_arm(avatar_dir: Path, out: Path, arm: str, seconds: float | None, args, 
 
     kind, use_prior, shared_lips, refine_poses, face_depth = ARMS[arm]
     every = max(1, args.steps // args.evals)
-    # every arm's torso stage learns its motion, as a prior's must (train.prior.prior_model_config),
-    # and only the *_refine arm refines poses: the others then differ by the prior and the
-    # deformation kind only
-    config = replace(with_torso_motion(with_steps(preset(args.preset, kind), args.steps), "learned"),
+    # every arm's torso stage moves as the prior's does (--torso-motion; a prior arm keeps its
+    # prior's whatever this says), the global baseline's learns (it has no torso stage to make
+    # rigid), and only the *_refine arms refine poses: the others then differ by the prior and
+    # the deformation kind only
+    torso = args.torso_motion if kind == "region" else "learned"
+    config = replace(with_torso_motion(with_steps(preset(args.preset, kind), args.steps), torso),
                      pose_refinement=refine_poses, face_depth_weight=FACE_DEPTH_WEIGHT if face_depth else 0.0,
                      face_depth_lower_face=face_depth == "lower",
                      train_seconds=seconds, checkpoint_every=every, log_every=min(10, every),
@@ -182,6 +184,8 @@ def run_arm(avatar_dir: Path, out: Path, arm: str, seconds: float | None, args, 
             "train_s": round(train_s, 2), "calls_s": round(call_s, 2), "curve": curve,
             "lpips_loss": config.lpips_weight, "fine_samples": config.fine_samples,
             "fine_with_coarse": config.fine_with_coarse,
+            # what the trained model has (a prior arm: its prior's)
+            "torso_motion": json.loads((model_dir / "model.json").read_text())["model"]["deformation"]["torso_motion"],
             "eval_frames": [int(i) for i in frames]}, saved
 
 
@@ -214,7 +218,8 @@ def experiment(args) -> None:
             preset(args.preset).steps, len(args.pretrain), max(args.identities_per_step, 1))
         train_config = replace(with_steps(preset(args.preset), pretrain_steps), compile=args.compile)
         config = PretrainConfig(train=with_fine_samples(train_config, args.fine_samples),
-                                identities_per_step=args.identities_per_step, lip_scaling=args.lip_scaling)
+                                identities_per_step=args.identities_per_step, lip_scaling=args.lip_scaling,
+                                torso_motion=args.torso_motion)
         shutil.rmtree(out / "pretrain", ignore_errors=True)
         start = time.perf_counter()
         summary = pretrain(args.pretrain, out / "pretrain", config, device=device, show_progress=False,
@@ -426,6 +431,8 @@ def main() -> None:
                         help="fine-tuning seeds, e.g. 0,1,2 (one prior for all)")
     parser.add_argument("--fine-samples", type=int, default=None, help="every arm's proposal-stage fine "
                         "samples (0: the plain sampler; default: the preset's)")
+    parser.add_argument("--torso-motion", default="learned", choices=("learned", "rigid"),
+                        help="the torso stage of the prior it pretrains and of the region arms from scratch")
     parser.add_argument("--eval-frames", type=int, default=6)
     parser.add_argument("--budget-s", type=float, default=None, help="wall-clock budget for everything")
     parser.add_argument("--pretrain-fraction", type=float, default=0.35)
