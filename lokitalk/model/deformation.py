@@ -245,18 +245,18 @@ class RegionDeformation(nn.Module):
             raise ValueError("torso_attention_frame 'head+body' needs torso_motion 'rigid' (the body frame is its map)")
         self.torso_attention = mlp(pe * (2 if self.attention_reads_body else 1), config.hidden, 1, layers=1,
                                    activation=act)
-        if config.torso_motion != "rigid" or config.identity_dim:
-            self.reference_pose = None  # none, or the identity's (forward)
-        if config.torso_motion == "rigid":
-            if config.identity_dim and config.reference_pose:
+        if config.torso_motion == "rigid" and not config.identity_dim:
+            if len(config.reference_pose) != 6:
+                raise ValueError("torso_motion 'rigid' needs a reference_pose of 6 numbers (rotation vector, translation)")
+            # not in the state dict: the pose is in the config, saved with the model's config
+            self.register_buffer("reference_pose", torch.tensor(config.reference_pose, dtype=torch.float32),
+                                 persistent=False)
+        else:  # none, or (multi-identity) each identity brings its own to forward
+            if config.torso_motion == "rigid" and config.reference_pose:
                 raise ValueError("a multi-identity rigid torso stage takes each identity's reference pose, "
                                  "not one in its config")
-            if not config.identity_dim and len(config.reference_pose) != 6:
-                raise ValueError("torso_motion 'rigid' needs a reference_pose of 6 numbers (rotation vector, translation)")
-            if not config.identity_dim:
-                # not in the state dict: the pose is in the config, saved with the model's config
-                self.register_buffer("reference_pose", torch.tensor(config.reference_pose, dtype=torch.float32),
-                                     persistent=False)
+            self.reference_pose = None
+        if config.torso_motion == "rigid":
             # start with the attention low everywhere (sigmoid(-2) = 0.12): the rigid path moves
             # whatever the attention covers, and the head must not start half-glued to the body
             nn.init.constant_(self.torso_attention[-1].bias, -2.0)
