@@ -43,14 +43,13 @@ from .. import __version__
 from ..data.avatar import load_avatar, training_frames
 from ..data.rays import RaySampler
 from ..errors import InputError
-from ..model.deformation import TORSO_MOTIONS
 from ..model.field import TalkingHead
 from ..model.identity import IdentityConfig, IdentityEncoder, IdentityParts, encoder_inputs
 from ..model.renderer import OccupancyGrid, RenderConfig, render_rays
 from ..render.frames import frame_render_config
 from .accelerate import accelerate_model, resolve
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import TrainConfig, training_rays
+from .config import TrainConfig, training_rays, with_torso_motion
 from .face_depth import FaceDepthPoints, face_depth_batch, face_depth_loss, face_depth_points_for
 from .distributed import DistInfo, barrier, gather_to_main, init_distributed, mean_over_ranks, shutdown, wrap
 from .losses import attention_loss, batch_speech, distortion_loss, opacity_loss, photometric_loss, psnr
@@ -196,6 +195,10 @@ def pretrain(avatar_dirs: list[Path], out: Path, config: PretrainConfig, device:
 def _pretrain(info: DistInfo, avatar_dirs, out: Path, config: PretrainConfig, resume: bool, show_progress: bool,
               stop_after, time_limit_s, check_block) -> dict:
     train_cfg = config.train
+    try:  # the single-person check of the same setting, before anything is written
+        with_torso_motion(train_cfg, config.torso_motion)
+    except ValueError as error:
+        raise InputError(str(error)) from None
     dev = info.device
     if len(avatar_dirs) < info.world_size:
         raise InputError(f"{len(avatar_dirs)} identities for {info.world_size} ranks: each rank needs one")
@@ -215,10 +218,6 @@ def _pretrain(info: DistInfo, avatar_dirs, out: Path, config: PretrainConfig, re
 
     space = fit_lip_space(avatars, frames, config.lip_components, config.lip_scaling)
     identity_cfg = replace(config.identity, source_lip_dim=lip_dims.pop())
-    if config.torso_motion not in TORSO_MOTIONS:
-        raise InputError(f"torso motion must be one of {', '.join(TORSO_MOTIONS)}, not {config.torso_motion!r}")
-    if config.torso_motion == "rigid" and train_cfg.model.deformation.kind != "region":
-        raise InputError("a rigid torso stage needs region deformation (global deformation has no torso stage)")
     model_cfg = prior_model_config(train_cfg.model, identity_cfg, len(space.scale), config.torso_motion)
     torch.manual_seed(train_cfg.seed)
     shared = PriorNet(model_cfg).to(dev)
