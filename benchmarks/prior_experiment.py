@@ -4,7 +4,7 @@
         [--preset tiny|fast] [--pretrain-steps N] [--steps N] [--evals 6] [--seconds 5,10,all] \\
         [--budget-s 450] [--eval-frames 6] [--device auto] [--out runs/prior_experiment]
     python benchmarks/prior_experiment.py --frame-metrics OUT --avatars runs/prepare_all   # LPIPS/LMD, CPU
-    python benchmarks/prior_experiment.py --plot OUT                                      # PNGs + table
+    python benchmarks/prior_experiment.py --plot OUT [OUT2 ...]                           # PNGs + table
 
 1. `lokitalk pretrain` on the --pretrain avatars (time-limited to --pretrain-fraction of the
    budget; the prior is written at the step reached), unless --prior gives one.
@@ -51,7 +51,10 @@ ARMS = {"prior_region": ("region", True, False, False, None), "scratch_region": 
         # ... and rays through the fitted face points pulled onto them (lokitalk.train.face_depth)
         "prior_region_refine_depth": ("region", True, False, True, "face"),
         # ... and through every frame's lips, chin and jaw (TrainConfig.face_depth_lower_face)
-        "prior_region_refine_lower_depth": ("region", True, False, True, "lower")}
+        "prior_region_refine_lower_depth": ("region", True, False, True, "lower"),
+        # from scratch with what `fast` and `full` train with: with --torso-motion rigid, the preset's
+        # default run (`lokitalk train --preset fast`), evaluated along the way like the other arms
+        "scratch_region_refine_depth": ("region", False, False, True, "face")}
 FACE_DEPTH_WEIGHT = 1e-3  # the *_depth arms' TrainConfig.face_depth_weight
 
 
@@ -287,16 +290,35 @@ def frame_metrics(out: Path, avatars: Path) -> None:
 
 COLOURS = {"prior_region": "tab:green", "scratch_region": "tab:blue", "scratch_global": "tab:orange",
            "scratch_region_shared_lips": "tab:purple", "prior_region_refine": "tab:olive",
-           "prior_region_refine_depth": "tab:brown", "prior_region_refine_lower_depth": "tab:red"}
+           "prior_region_refine_depth": "tab:brown", "prior_region_refine_lower_depth": "tab:red",
+           "scratch_region_refine_depth": "tab:cyan"}
 
 
-def plot(out: Path) -> None:
+def scratch_arm_of(prior_arm: str, arms: set[str]) -> str:
+    """The from-scratch arm a prior arm is judged against: the one trained the same way
+    (prior_region_refine_depth -> scratch_region_refine_depth) where it ran, else scratch_region."""
+    same_way = "scratch" + prior_arm.removeprefix("prior")
+    return same_way if same_way in arms else "scratch_region"
+
+
+def merged_results(outs: list[Path]) -> dict:
+    """The runs of several experiment folders as one (e.g. a prior's fine-tunes and a scratch run
+    with its own step budget, made by separate invocations)."""
+    results = json.loads((outs[0] / "results.json").read_text())
+    for other in outs[1:]:
+        results["runs"] += json.loads((other / "results.json").read_text())["runs"]
+    return results
+
+
+def plot(outs: list[Path]) -> None:
+    """PNGs (into the first folder) and the tables, over the runs of every folder."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    results = json.loads((out / "results.json").read_text())
+    out = outs[0]
+    results = merged_results(outs)
     runs = results["runs"]
     groups = sorted({(r["avatar"], str(r["seconds"])) for r in runs})
     metrics = [m for m in ("psnr", "lpips", "lmd") if any(p.get(m) is not None for r in runs for p in r["curve"])]
@@ -352,12 +374,13 @@ def _video(run: dict, seconds: str) -> str:
 
 def claims_table(results: dict, metrics: list[str]) -> str:
     """One row per held-out avatar, budget and arm: final metrics (mean ± sd over seeds), and the
-    claims, with each prior seed compared with the scratch-region run of the same seed."""
+    claims, with each prior seed compared with the same seed's run of its scratch arm (scratch_arm_of)."""
     lines = ["| avatar | video | arm | seeds | steps | train s | " + " | ".join(f"final {m}" for m in metrics)
              + " | steps to scratch-final PSNR | s to 99 % of own final PSNR gain |", "|" + "---|" * (8 + len(metrics))]
     grouped = _grouped(results)
+    arms = {arm for _, _, arm in grouped}
     for (avatar, seconds, arm), runs in sorted(grouped.items()):
-        scratch = {r.get("seed", 0): r for r in grouped.get((avatar, seconds, "scratch_region"), [])}
+        scratch = {r.get("seed", 0): r for r in grouped.get((avatar, seconds, scratch_arm_of(arm, arms)), [])}
         reach = []
         for run in runs:
             other = scratch.get(run.get("seed", 0))
@@ -443,7 +466,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "prior_experiment")
     parser.add_argument("--frame-metrics", type=Path, default=None, metavar="OUT")
     parser.add_argument("--avatars", type=Path, default=REPO / "runs" / "prepare_all")
-    parser.add_argument("--plot", type=Path, default=None, metavar="OUT")
+    parser.add_argument("--plot", type=Path, nargs="+", default=None, metavar="OUT",
+                        help="one experiment folder, or several whose runs are drawn together")
     args = parser.parse_args()
     if args.frame_metrics is not None:
         frame_metrics(args.frame_metrics, args.avatars)
