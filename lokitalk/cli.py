@@ -334,6 +334,9 @@ def pretrain(
     torso_motion: str = typer.Option("learned", "--torso-motion", help="The prior's torso stage: learned (its "
                                      "net moves neck and torso), or rigid (each identity's body held still in "
                                      "front of the camera at its own mean pose, the net adding a residual)."),
+    face_alignment: bool = typer.Option(False, "--face-alignment/--no-face-alignment", help="Move each "
+                                        "person's mouth, chin and jaw onto the pretraining people's mean face "
+                                        "before the shared nets read them (a new person too, when fine-tuned)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
 ) -> None:
     """Pretrain a multi-identity prior (one process, or many under torchrun: DDP, NCCL/gloo)."""
@@ -342,6 +345,7 @@ def pretrain(
     from .train.pretrain import PretrainConfig, default_pretrain_steps
     from .train.pretrain import pretrain as run_pretrain
     from .model.deformation import TORSO_MOTIONS
+    from .model.identity import IdentityConfig
     from .train.prior import LIP_SCALINGS
 
     _check_preset_and_steps(preset, steps)
@@ -358,7 +362,7 @@ def pretrain(
         steps = default_pretrain_steps(make_preset(preset).steps, len(avatars), per_step)
     train_config = _with_sampler(with_steps(make_preset(preset), steps), fine_samples, None, fine_with_coarse)
     config = PretrainConfig(train=train_config, identities_per_step=identities_per_step, lip_scaling=lip_scaling,
-                            torso_motion=torso_motion)
+                            torso_motion=torso_motion, identity=IdentityConfig(face_alignment=face_alignment))
     summary = run_pretrain(avatars, out, config, device=device, resume=resume, show_progress=not quiet)
     import os
 

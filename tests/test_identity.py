@@ -164,9 +164,11 @@ def test_pretrain_command_uses_the_default_steps_unless_told(monkeypatch, tmp_pa
     code, _, err = conftest.run_cli(["pretrain", *avatars, "--out", str(tmp_path / "prior"), "--quiet"], capsys)
     assert code in (0, None), err
     code, _, err = conftest.run_cli(["pretrain", *avatars, "--out", str(tmp_path / "prior"), "--steps", "50",
-                                     "--identities-per-step", "4", "--quiet"], capsys)
+                                     "--identities-per-step", "4", "--face-alignment", "--quiet"], capsys)
     assert code in (0, None), err
     assert [c.train.steps for c in seen] == [20 * pretrain_module.RENDERS_PER_IDENTITY, 50]
+    assert [c.identity.face_alignment for c in seen] == [False, True]
+    assert seen[1].identity == replace(IdentityConfig(), face_alignment=True)  # nothing else changed
 
 
 def test_the_density_only_path_gives_the_full_paths_density():

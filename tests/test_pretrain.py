@@ -342,3 +342,52 @@ def test_a_rigid_torso_prior_keeps_each_persons_mean_pose_and_fine_tunes(identit
     start, tuned = held_out_psnr(tmp_path / "start", identities["cy"]), held_out_psnr(tmp_path / "ft", identities["cy"])
     print(f"rigid-torso prior on cy: test PSNR {start:.2f} dB after 1 step, {tuned:.2f} dB after 40")
     assert after["finished"] and tuned > start + 1.0
+
+
+def test_a_face_aligned_prior_moves_every_person_onto_the_mean_face_and_fine_tunes(identities, tmp_path):
+    """`IdentityConfig.face_alignment`: the prior holds the pretraining people's mean face, each
+    identity's parts the offsets from its own anchors to it; a fine-tune gives the new person
+    theirs (target - own anchors), keeps them through save and load, and learns. A prior that
+    says it aligns but holds no mean face is a one-line error."""
+    from safetensors.torch import load_file, save_file
+
+    from lokitalk.data.avatar import load_avatar, training_frames
+    from lokitalk.errors import InputError
+    from lokitalk.render.loading import load_trained
+    from lokitalk.train.pretrain import PretrainConfig, pretrain
+    from lokitalk.train.prior import anchor_points_of, load_prior, mean_face
+    from lokitalk.train.trainer import train
+
+    config = PretrainConfig(train=micro_config(40), identity=replace(MICRO_IDENTITY, face_alignment=True),
+                            identities_per_step=2)
+    summary = pretrain([identities["ann"], identities["bob"]], tmp_path / "pre", config, device="cpu",
+                       show_progress=False)
+    prior_dir = Path(summary["prior"])
+    prior = load_prior(prior_dir)
+    people = [load_avatar(identities[name]) for name in ("ann", "bob")]
+    frames = [training_frames(a, None) for a in people]
+    np.testing.assert_allclose(prior.alignment_target, mean_face(people, frames), atol=1e-6)
+    for avatar, chosen in zip(people, frames):
+        parts = prior.identities[avatar.root.name]
+        own = anchor_points_of(avatar, chosen)
+        np.testing.assert_allclose(parts["alignment_anchors"].numpy(), own, atol=1e-6)
+        np.testing.assert_allclose(parts["alignment_offsets"].numpy(), prior.alignment_target - own, atol=1e-6)
+    assert np.abs(prior.alignment_target - anchor_points_of(people[0], frames[0])).max() > 1e-4
+
+    cy = load_avatar(identities["cy"])
+    train(identities["cy"], tmp_path / "start", micro_config(1), device="cpu", show_progress=False, prior=prior_dir)
+    after = train(identities["cy"], tmp_path / "ft", micro_config(40), device="cpu", show_progress=False,
+                  prior=prior_dir)
+    model = load_trained(tmp_path / "ft").model
+    assert model.config.identity.face_alignment
+    own = anchor_points_of(cy, training_frames(cy, None))
+    np.testing.assert_allclose(model.identity.alignment_offsets.numpy(), prior.alignment_target - own, atol=1e-6)
+    start, tuned = held_out_psnr(tmp_path / "start", identities["cy"]), held_out_psnr(tmp_path / "ft", identities["cy"])
+    print(f"face-aligned prior on cy: test PSNR {start:.2f} dB after 1 step, {tuned:.2f} dB after 40")
+    assert after["finished"] and tuned > start + 1.0
+
+    tensors = load_file(str(prior_dir / "prior.safetensors"))
+    del tensors["align.target"]
+    save_file(tensors, str(prior_dir / "prior.safetensors"))
+    with pytest.raises(InputError, match="no mean face"):
+        load_prior(prior_dir)

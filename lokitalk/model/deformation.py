@@ -125,6 +125,18 @@ class DeformationIdentity(NamedTuple):
     # [6] the identity's own reference pose (mean of its training frames' poses), which a rigid
     # torso stage maps its body to: people sit differently in front of their cameras
     reference_pose: torch.Tensor | None = None
+    # (anchors [K,3], offsets [K,3]): the identity's face alignment (model.face_alignment), which
+    # moves its head-frame points onto the prior's shared face before the nets read them
+    alignment: tuple[torch.Tensor, torch.Tensor] | None = None
+
+
+def aligned_points(x: torch.Tensor, identity: DeformationIdentity | None) -> torch.Tensor:
+    """x moved by the identity's face alignment (unchanged without one)."""
+    if identity is None or identity.alignment is None:
+        return x
+    from .face_alignment import alignment_offset
+
+    return x + alignment_offset(x, *identity.alignment).to(x.dtype)
 
 
 # The deformation nets' nonlinearity. With ReLU a unit that is negative over the mouth passes
@@ -273,6 +285,8 @@ class RegionDeformation(nn.Module):
         _check_identity(self.config, identity)
         if body is not None and self.config.torso_motion != "rigid":
             raise ValueError("a body correction needs a rigid torso stage (torso_motion 'rigid')")
+        observed = x
+        x = aligned_points(x, identity)
         enc = self.position(x)
         att = torch.sigmoid(self.face_attention(enc))
         a_lip, a_eye = att[:, 0], att[:, 1]
@@ -309,7 +323,8 @@ class RegionDeformation(nn.Module):
             dx_torso = dx_torso + rigid
         dx_torso = a_torso[:, None] * dx_torso
         canonical = x1 + dx_torso
-        return DeformationOutput(canonical, {"lip": a_lip, "eye": a_eye, "torso": a_torso}, canonical - x, dx_face)
+        return DeformationOutput(canonical, {"lip": a_lip, "eye": a_eye, "torso": a_torso}, canonical - observed,
+                                 dx_face)
 
 
 class GlobalDeformation(nn.Module):
@@ -330,6 +345,8 @@ class GlobalDeformation(nn.Module):
         _check_identity(self.config, identity)
         if body is not None:
             raise ValueError("global deformation has no torso stage to take a body correction")
+        observed = x
+        x = aligned_points(x, identity)
         enc = self.position(x)
         inputs = [lip, eye, pose] if identity is None else [lip, eye, pose, identity.code.to(lip.dtype)]
         signals = self.signal_proj(torch.cat(inputs, -1)).expand(x.shape[0], -1)
@@ -338,7 +355,7 @@ class GlobalDeformation(nn.Module):
         else:  # the generated layer after the first hidden layer
             dx = self.net[2:](_identity_layer(self.net[:2](torch.cat([enc, signals], -1)), identity, self.act))
         dx = dx * self.config.offset_scale
-        return DeformationOutput(x + dx, {}, dx)
+        return DeformationOutput(x + dx, {}, x + dx - observed)
 
 
 def build_deformation(config: DeformationConfig, box_min=(-1.0, -1.0, -1.0), box_max=(1.0, 1.0, 1.0)) -> nn.Module:

@@ -233,7 +233,8 @@ class TalkingHead(nn.Module):
         point_identity = None
         if ident is not None:
             lip = ident.map_lip(lip)  # the avatar's own lip basis -> the prior's shared lip space
-            point_identity = PointIdentity(self.hyper.layer(ident.dynamic, ident.reference_pose), list(ident.offset),
+            point_identity = PointIdentity(self.hyper.layer(ident.dynamic, ident.reference_pose, ident.alignment),
+                                           list(ident.offset),
                                            ident.geometry[None], ident.appearance[None])
         return lip, eye, pose, point_identity
 

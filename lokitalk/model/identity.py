@@ -48,6 +48,9 @@ class IdentityConfig:
     encoder_size: int = 64  # ... resized to this many pixels a side
     encoder_width: int = 32
     hyper_init: float = 1e-3  # std of the hypernetwork's weights (the generated layer starts ~0)
+    # each identity's face moved onto the prior's mean face before the deformation nets read it
+    # (lokitalk.model.face_alignment); False: every person in their own head frame (priors before it)
+    face_alignment: bool = False
 
     def offset_resolutions(self) -> list[int]:
         return TriPlaneConfig(levels=self.offset_levels, base_resolution=self.offset_base_resolution,
@@ -87,6 +90,7 @@ class ResolvedIdentity:
     lip_matrix: torch.Tensor  # [source_lip_dim, lip_dim]
     lip_bias: torch.Tensor  # [lip_dim]
     reference_pose: torch.Tensor  # [6] (rotation vector, translation); used by a rigid torso stage only
+    alignment: tuple[torch.Tensor, torch.Tensor] | None = None  # (anchors, offsets) [K,3] each, face alignment only
 
     def map_lip(self, lip: torch.Tensor) -> torch.Tensor:
         return lip.to(self.lip_matrix.dtype) @ self.lip_matrix + self.lip_bias
@@ -123,6 +127,11 @@ class IdentityParts(nn.Module):
         self.register_buffer("lip_matrix", torch.eye(ident.source_lip_dim, lip_dim))
         self.register_buffer("lip_bias", torch.zeros(lip_dim))
         self.register_buffer("reference_pose", torch.zeros(6))
+        if ident.face_alignment:  # (model.face_alignment; zero offsets move nothing)
+            from .face_alignment import ANCHOR_COUNT
+
+            self.register_buffer("alignment_anchors", torch.zeros(ANCHOR_COUNT, 3))
+            self.register_buffer("alignment_offsets", torch.zeros(ANCHOR_COUNT, 3))
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # parts saved before the reference pose (priors and models with a learned torso stage,
@@ -139,7 +148,8 @@ class IdentityParts(nn.Module):
         if base is not None:
             own = IdentityCodes(*(a + b for a, b in zip(own[:3], base[:3])),
                                 [a + b for a, b in zip(own.offset, base.offset)])
-        return ResolvedIdentity(*own, self.lip_matrix, self.lip_bias, self.reference_pose)
+        alignment = (self.alignment_anchors, self.alignment_offsets) if hasattr(self, "alignment_anchors") else None
+        return ResolvedIdentity(*own, self.lip_matrix, self.lip_bias, self.reference_pose, alignment)
 
     @torch.no_grad()
     def load_codes(self, codes: IdentityCodes) -> None:
@@ -166,6 +176,20 @@ class IdentityParts(nn.Module):
             raise ValueError(f"a reference pose is 6 numbers (rotation vector, translation), not {tuple(pose.shape)}")
         self.reference_pose.copy_(pose)
 
+    @torch.no_grad()
+    def set_alignment(self, anchors, target) -> None:
+        """The person's mean anchor points and the prior's ([K,3] each, metres, head frame):
+        their face is moved by `target - anchors` there (lokitalk.model.face_alignment)."""
+        if not hasattr(self, "alignment_anchors"):
+            raise ValueError("these identity parts have no face alignment (IdentityConfig.face_alignment is off)")
+        anchors = torch.as_tensor(np.asarray(anchors), dtype=torch.float32)
+        target = torch.as_tensor(np.asarray(target), dtype=torch.float32)
+        if anchors.shape != self.alignment_anchors.shape or target.shape != anchors.shape:
+            raise ValueError(f"face alignment needs anchors and target of shape {tuple(self.alignment_anchors.shape)}, "
+                             f"not {tuple(anchors.shape)} and {tuple(target.shape)}")
+        self.alignment_anchors.copy_(anchors)
+        self.alignment_offsets.copy_(target - anchors)
+
 
 class Hypernetwork(nn.Module):
     """Shared: dynamic feature [D] -> the weights and bias of one hidden layer of the deformation
@@ -179,11 +203,13 @@ class Hypernetwork(nn.Module):
         nn.init.normal_(self.net.weight, std=config.identity.hyper_init)
         nn.init.zeros_(self.net.bias)
 
-    def layer(self, dynamic: torch.Tensor, reference_pose: torch.Tensor | None = None) -> DeformationIdentity:
-        """The deformation net's identity input; `reference_pose` [6] passes through for a rigid torso stage."""
+    def layer(self, dynamic: torch.Tensor, reference_pose: torch.Tensor | None = None,
+              alignment: tuple[torch.Tensor, torch.Tensor] | None = None) -> DeformationIdentity:
+        """The deformation net's identity input; `reference_pose` [6] (a rigid torso stage) and
+        `alignment` (face alignment) pass through."""
         h = self.hidden
         out = self.net(dynamic)
-        return DeformationIdentity(dynamic[None], out[:h * h].view(h, h), out[h * h:], reference_pose)
+        return DeformationIdentity(dynamic[None], out[:h * h].view(h, h), out[h * h:], reference_pose, alignment)
 
 
 class IdentityEncoder(nn.Module):

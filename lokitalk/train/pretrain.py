@@ -54,7 +54,8 @@ from .face_depth import FaceDepthPoints, face_depth_batch, face_depth_loss, face
 from .distributed import DistInfo, barrier, gather_to_main, init_distributed, mean_over_ranks, shutdown, wrap
 from .losses import attention_loss, batch_speech, distortion_loss, opacity_loss, photometric_loss, psnr
 from .progress import progress_bar
-from .prior import Prior, fit_lip_space, lip_map, prior_model_config, reference_pose_of, save_prior
+from .prior import (Prior, anchor_points_of, fit_lip_space, lip_map, mean_face, prior_model_config,
+                    reference_pose_of, save_prior)
 
 
 @dataclass(frozen=True)
@@ -233,12 +234,16 @@ def _pretrain(info: DistInfo, avatar_dirs, out: Path, config: PretrainConfig, re
     ddp = wrap(shared, info)
 
     field_cfg = model_cfg.field
+    # every rank holds every avatar: the same mean face everywhere
+    target = mean_face(avatars, frames) if identity_cfg.face_alignment else None
     mine: list[_Identity] = []
     for index in info.owned(len(avatars)):
         avatar = avatars[index]
         parts = IdentityParts(model_cfg)
         parts.set_lip_map(*lip_map(avatar, frames[index], space))
         parts.set_reference_pose(reference_pose_of(avatar, frames[index]))
+        if target is not None:
+            parts.set_alignment(anchor_points_of(avatar, frames[index]), target)
         parts.to(dev)
         opt = torch.optim.Adam([{"params": list(parts.offset.parameters()), "lr": train_cfg.lr_grid},
                                 {"params": [parts.dynamic, parts.appearance, parts.geometry],
@@ -382,7 +387,7 @@ def _pretrain(info: DistInfo, avatar_dirs, out: Path, config: PretrainConfig, re
                     "pretrain": {"identities_per_step": per_rank * info.world_size,
                                  "residual_weight": config.residual_weight, "torso_motion": config.torso_motion,
                                  "train": {k: v for k, v in train_cfg.__dict__.items() if k != "model"}}}
-            save_prior(Prior(model_cfg, space, head, encoder, parts, meta), out / "prior")
+            save_prior(Prior(model_cfg, space, head, encoder, parts, meta, target), out / "prior")
             summary["prior"] = str(out / "prior")
     # every rank waits here until the gather has completed everywhere: a rank that tore down its
     # gloo group while the main rank was still receiving aborted now and then ("terminate called

@@ -5,7 +5,8 @@ PRIOR/
                       the identities it was trained on, the pretraining settings
   prior.safetensors   shared weights: `head.*` (deformation nets, canonical grid, density and colour
                       heads, hypernetwork), `encoder.*` (the ID encoder), `lip.*` (the shared lip
-                      basis and its per-component scale)
+                      basis and its per-component scale), `align.target` (with face alignment:
+                      the mean face's anchor points every person is moved onto)
   identities/NAME.safetensors   each pretraining identity's learned parts (residuals on the
                       encoder's output), for inspection and re-use
 
@@ -118,6 +119,9 @@ class Prior:
     encoder: dict[str, torch.Tensor]
     identities: dict[str, dict[str, torch.Tensor]]  # name -> learned parts (IdentityParts state)
     meta: dict
+    # [K,3] the anchor points of the pretraining people's mean face (head frame, metres), where
+    # face alignment puts every person's (IdentityConfig.face_alignment; None without it)
+    alignment_target: np.ndarray | None = None
 
     def build_encoder(self) -> IdentityEncoder:
         encoder = IdentityEncoder(self.model_config)
@@ -150,6 +154,8 @@ def save_prior(prior: Prior, out: Path) -> Path:
     tensors.update({f"encoder.{k}": v for k, v in prior.encoder.items()})
     tensors["lip.components"] = torch.from_numpy(np.ascontiguousarray(prior.lip_space.components))
     tensors["lip.scale"] = torch.from_numpy(np.ascontiguousarray(prior.lip_space.scale))
+    if prior.alignment_target is not None:
+        tensors["align.target"] = torch.from_numpy(np.ascontiguousarray(prior.alignment_target, dtype=np.float32))
     save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp / "prior.safetensors"))
     for name, state in prior.identities.items():
         save_file({k: v.detach().contiguous().cpu() for k, v in state.items()},
@@ -187,7 +193,11 @@ def load_prior(path: Path) -> Prior:
     space = LipSpace(tensors["lip.components"].numpy(), tensors["lip.scale"].numpy())
     identities = {name: load_file(str(path / "identities" / f"{name}.safetensors")) for name in meta["identities"]}
     rest = {k: v for k, v in meta.items() if k not in ("format", "model", "identities")}
-    return Prior(model_config_from_dict(meta["model"]), space, head, encoder, identities, rest)
+    target = tensors["align.target"].numpy().astype(np.float64) if "align.target" in tensors else None
+    config = model_config_from_dict(meta["model"])
+    if config.identity.face_alignment and target is None:
+        raise InputError(f"{path}: the prior aligns faces but holds no mean face (align.target): pretrain it again")
+    return Prior(config, space, head, encoder, identities, rest, target)
 
 
 # --- fine-tuning a new person ----------------------------------------------------------------
@@ -254,7 +264,27 @@ def finetune_model(prior: Prior, avatar, frames: np.ndarray, device: torch.devic
     model.identity.load_codes(codes)
     model.identity.set_lip_map(*lip_map(avatar, frames, prior.lip_space))
     model.identity.set_reference_pose(reference_pose_of(avatar, frames))
+    if config.identity.face_alignment:
+        model.identity.set_alignment(anchor_points_of(avatar, frames), prior.alignment_target)
     return model.to(device)
+
+
+def anchor_points_of(avatar, frames: np.ndarray) -> np.ndarray:
+    """[K,3] this person's face-alignment anchors: their mean landmarks over `frames` (their
+    training frames) in the head frame (lokitalk.model.face_alignment)."""
+    from ..face_model import load_face_template
+    from ..model.face_alignment import mean_anchor_points
+
+    return mean_anchor_points(avatar.landmarks, avatar.valid, frames, load_face_template())
+
+
+def mean_face(avatars: list, frames: list[np.ndarray]) -> np.ndarray:
+    """[K,3] the anchors of the people's mean face: each identity's anchors (its clips' frames
+    pooled) averaged over identities, so that a person with several clips counts once."""
+    people: dict[str, list[np.ndarray]] = {}
+    for avatar, chosen in zip(avatars, frames):
+        people.setdefault(identity_of(avatar), []).append(anchor_points_of(avatar, chosen))
+    return np.mean([np.mean(points, 0) for points in people.values()], 0)
 
 
 def reference_pose_of(avatar, frames: np.ndarray) -> tuple[float, ...]:
