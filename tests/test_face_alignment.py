@@ -114,3 +114,16 @@ def test_a_model_with_face_alignment_reads_the_aligned_point():
         IdentityParts(plain_cfg).set_alignment(anchors, target)
     with pytest.raises(ValueError, match="shape"):
         aligned.identity.set_alignment(anchors[:10], target[:10])
+
+
+def test_the_offset_stays_in_float32_under_bf16_autocast():
+    """Training on a GPU runs under bf16 autocast; the expanded squared distances cancel large
+    terms and would lose the millimetres in bf16."""
+    anchors = torch.from_numpy(template_anchors()).float()
+    offsets = torch.full_like(anchors, 0.002)
+    x = anchors[::3] + 0.003
+    plain = alignment_offset(x, anchors, offsets)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under = alignment_offset(x, anchors, offsets)
+    assert under.dtype == torch.float32
+    torch.testing.assert_close(under, plain, atol=0, rtol=0)

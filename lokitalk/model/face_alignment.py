@@ -2,12 +2,12 @@
 chin and jaw sit where the prior's people have them on average.
 
 The head frame is fitted to the template's rigid points (skull: forehead, nose, cheekbones), so
-every person's skull lines up, but the lips and jaw sit where that person has them. Most people
-of the pretraining set have their mouth within ±1.5 mm of each other sideways; id04's sits 2.8 mm
-to the side, and its prior fine-tunes drew the mouth ~1 px toward the population even on the
-frames they trained on (docs/RESULTS.md, "10 s and all of the clip ... (session 24)"). The shared
+every person's skull lines up, but the lips and jaw sit where that person has them. The shared
 canonical grid and deformation nets hold one mouth, so a person far from it has to move it by
-their residual grid alone.
+their residual grid alone. The pretraining clips have their lips within -1.2 ... +1.6 mm of the
+template sideways, id04 at +2.5 mm. Measured (docs/RESULTS.md, "10 s and all of a clip at `fast`
+scale, and why id04's mouth sits aside: face alignment"): with 5 s of video id04 +0.84 / +0.88 dB
+on two seeds, id05 level; id04's mouth offset unchanged. Off by default (`pretrain --face-alignment`).
 
 With alignment each identity keeps a few anchor points (its mean landmarks over its training
 frames, in its head frame) and their offsets to the prior's mean anchors. A point x of that
@@ -61,12 +61,15 @@ def alignment_offset(x: torch.Tensor, anchors: torch.Tensor, offsets: torch.Tens
     """[M,3] how far each point x [M,3] moves: sum_k w_k offsets_k / max(sum_k w_k, 1), with
     w_k = exp(-|x - anchors_k|^2 / 2 sigma^2). Near the face the weights sum past 1 and the
     offset is their weighted mean; far from it they fade, and so does the offset."""
-    x = x.float()
-    # |x|^2 - 2 x.a + |a|^2 as one matrix product: [M,K] without an [M,K,3] intermediate
-    squared = ((x * x).sum(-1, keepdim=True) - 2.0 * x @ anchors.T + (anchors * anchors).sum(-1)[None]).clamp_min(0.0)
-    weights = torch.exp(squared * (-0.5 / sigma**2))
-    total = weights.sum(-1, keepdim=True).clamp_min(1.0)
-    return (weights @ offsets) / total
+    # float32 even under bf16 autocast: the expanded squared distance below cancels large terms
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        x, anchors, offsets = x.float(), anchors.float(), offsets.float()
+        # |x|^2 - 2 x.a + |a|^2 as one matrix product: [M,K] without an [M,K,3] intermediate
+        squared = ((x * x).sum(-1, keepdim=True) - 2.0 * x @ anchors.T
+                   + (anchors * anchors).sum(-1)[None]).clamp_min(0.0)
+        weights = torch.exp(squared * (-0.5 / sigma**2))
+        total = weights.sum(-1, keepdim=True).clamp_min(1.0)
+        return (weights @ offsets) / total
 
 
 def alignment_offset_reference(x: np.ndarray, anchors: np.ndarray, offsets: np.ndarray,
