@@ -7,7 +7,8 @@ canonical grid and deformation nets hold one mouth, so a person far from it has 
 their residual grid alone. The pretraining clips have their lips within -1.2 ... +1.6 mm of the
 template sideways, id04 at +2.5 mm. Measured (docs/RESULTS.md, "10 s and all of a clip at `fast`
 scale, and why id04's mouth sits aside: face alignment"): with 5 s of video id04 +0.84 / +0.88 dB
-on two seeds at 1200 steps (level at 2400: a faster start), id05 level; id04's mouth offset unchanged. Off by default (`pretrain --face-alignment`).
+on two seeds at 1200 steps (level at 2400: a faster start), id05 level;
+id04's mouth offset unchanged. Off by default (`pretrain --face-alignment`).
 
 With alignment each identity keeps a few anchor points (its mean landmarks over its training
 frames, in its head frame) and their offsets to the prior's mean anchors. A point x of that
