@@ -51,6 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .face_alignment import alignment_offset
 from .rigid import camera_rigid_offset
 
 
@@ -134,8 +135,6 @@ def aligned_points(x: torch.Tensor, identity: DeformationIdentity | None) -> tor
     """x moved by the identity's face alignment (unchanged without one)."""
     if identity is None or identity.alignment is None:
         return x
-    from .face_alignment import alignment_offset
-
     return x + alignment_offset(x, *identity.alignment).to(x.dtype)
 
 
